@@ -1,0 +1,186 @@
+"""Figures of the evaluation (matplotlib, Agg backend); every writer saves atomically to `path`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend first, so no display is ever needed)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+# Free energies above this (in kT) share the top colour, so sparse panels stay comparable.
+MAX_FREE_ENERGY_KT = 8.0
+
+
+def save_figure(fig: plt.Figure, path: Path | str) -> Path:
+    """Write `fig` as PNG via a temporary file and os.replace; close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        plt.close(fig)
+    return path
+
+
+def free_energy_2d(phi_psi: np.ndarray, bins: int) -> np.ndarray:
+    """−ln p (kT, minimum 0, NaN where empty) on a (bins, bins) grid over [−π, π)²; rows φ."""
+    counts, _, _ = np.histogram2d(phi_psi[:, 0], phi_psi[:, 1], bins=bins,
+                                  range=[[-np.pi, np.pi], [-np.pi, np.pi]])
+    with np.errstate(divide="ignore"):
+        energy = -np.log(counts / counts.sum())
+    energy[~np.isfinite(energy)] = np.nan
+    return energy - np.nanmin(energy)
+
+
+def ramachandran(panels: Mapping[str, np.ndarray], residues: Sequence[str], path: Path | str,
+                 bins: int = 50) -> Path:
+    """One row per residue, one column per ensemble: −ln p(φ_i, ψ_i) in kT.
+
+    panels: {column title: (n_frames, n_residues, 2) rad}; residues: row labels.
+    """
+    n_rows, n_cols = len(residues), len(panels)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 3.0 * n_rows), squeeze=False,
+                             sharex=True, sharey=True)
+    edges = np.degrees(np.linspace(-np.pi, np.pi, bins + 1))
+    image = None
+    for col, (title, angles) in enumerate(panels.items()):
+        for row, residue in enumerate(residues):
+            ax = axes[row, col]
+            image = ax.pcolormesh(edges, edges, free_energy_2d(angles[:, row], bins).T,
+                                  cmap="viridis", vmin=0.0, vmax=MAX_FREE_ENERGY_KT)
+            ax.set_aspect("equal")
+            ax.set_xticks([-180, -90, 0, 90, 180])
+            ax.set_yticks([-180, -90, 0, 90, 180])
+            if row == 0:
+                ax.set_title(f"{title}\n({angles.shape[0]} frames)", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(f"{residue} {row + 1}\nψ (deg)")
+            if row == n_rows - 1:
+                ax.set_xlabel("φ (deg)")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="−ln p (kT)")
+    return save_figure(fig, path)
+
+
+def jsd_vs_time(curves: Mapping[str, Mapping[str, Sequence[float]]], metrics: Sequence[str],
+                path: Path | str, *, marker_seconds: float | None = None) -> Path:
+    """JSD (nats) against measured wall time (s, log axis), one panel per metric.
+
+    curves: {label: {"seconds": [...], metric: [...]}}; marker_seconds: dotted vertical line
+    (the sampler's total cost).
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for label, curve in curves.items():
+            if metric in curve:
+                ax.plot(curve["seconds"], curve[metric], marker="o", ms=3, label=label)
+        if marker_seconds is not None:
+            ax.axvline(marker_seconds, color="grey", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("measured wall time (s)")
+        ax.set_ylabel(f"{metric} (nats)")
+        ax.set_ylim(bottom=0.0)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def msm_overview(populations: Mapping[str, np.ndarray], tica: Mapping[str, np.ndarray],
+                 path: Path | str) -> Path:
+    """Left: macrostate populations per ensemble (bars). Right: TIC1-TIC2 of each ensemble.
+
+    populations: {label: (n_macrostates,)}; tica: {label: (n_frames, tica_dim)}, the first entry
+    drawn as a density background, the others as points.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    labels = list(populations)
+    n_macro = len(next(iter(populations.values())))
+    width = 0.8 / len(labels)
+    for k, label in enumerate(labels):
+        left.bar(np.arange(n_macro) + (k - (len(labels) - 1) / 2) * width, populations[label],
+                 width=width, label=label)
+    left.set_xticks(np.arange(n_macro), [str(m + 1) for m in range(n_macro)])
+    left.set_xlabel("macrostate (PCCA+ of reference MSM)")
+    left.set_ylabel("population")
+    left.legend(fontsize=8)
+
+    (background_label, background), *others = tica.items()
+    second = background[:, 1] if background.shape[1] > 1 else np.zeros(len(background))
+    right.hexbin(background[:, 0], second, gridsize=40, bins="log", cmap="Greys", mincnt=1)
+    for label, points in others:
+        y = points[:, 1] if points.shape[1] > 1 else np.zeros(len(points))
+        step = max(1, len(points) // 3000)  # a few thousand points show the cloud; more hide it
+        right.scatter(points[::step, 0], y[::step], s=2, alpha=0.4, label=label)
+    right.set_xlabel("TIC 1")
+    right.set_ylabel("TIC 2" if background.shape[1] > 1 else "")
+    right.set_title(f"grey: {background_label} density", fontsize=9)
+    if others:
+        right.legend(fontsize=8, markerscale=4)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def implied_timescales(lags_ps: np.ndarray, timescales_ps: np.ndarray, path: Path | str,
+                       *, model_lag_ps: float) -> Path:
+    """Implied timescales (ps) against lag time (ps), log y; shaded where timescale < lag.
+
+    timescales_ps: (n_lags, n_processes); empty when no process could be resolved.
+    """
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for k in range(timescales_ps.shape[1]):
+        ax.plot(lags_ps, timescales_ps[:, k], marker="o", ms=3, label=f"process {k + 1}")
+    if timescales_ps.size:
+        ax.fill_between(lags_ps, 1e-3 * np.min(lags_ps), lags_ps, color="grey", alpha=0.3,
+                        label="timescale < lag")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "single connected state:\nno process to time", ha="center",
+                transform=ax.transAxes)
+    ax.axvline(model_lag_ps, color="grey", ls=":", lw=1)
+    ax.set_xlabel("lag time (ps)")
+    ax.set_ylabel("implied timescale (ps)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def summary(table: pd.DataFrame, path: Path | str, *, metrics: Sequence[str],
+            comparisons: Sequence[str]) -> Path:
+    """Grouped bars per peptide: each metric (panel) for each comparison (colour).
+
+    table: one row per peptide with columns "peptide", "role" and "<comparison>.<metric>"; JAMUN
+    error bars come from "jamun_ci_low.<metric>" / "jamun_ci_high.<metric>" when present.
+    """
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(5, 1.2 * len(table) + 2),
+                                                        2.8 * len(metrics)), squeeze=False)
+    x = np.arange(len(table))
+    width = 0.8 / len(comparisons)
+    names = [f"{p}\n({r})" for p, r in zip(table["peptide"], table["role"])]
+    for ax, metric in zip(axes[:, 0], metrics):
+        for k, comparison in enumerate(comparisons):
+            column = f"{comparison}.{metric}"
+            if column not in table:
+                continue
+            values = table[column].to_numpy(dtype=float)
+            err = None
+            low, high = f"jamun_ci_low.{metric}", f"jamun_ci_high.{metric}"
+            if comparison == "jamun" and low in table and high in table:
+                err = np.abs(np.vstack([values - table[low].to_numpy(dtype=float),
+                                        table[high].to_numpy(dtype=float) - values]))
+            ax.bar(x + (k - (len(comparisons) - 1) / 2) * width, values, width=width, yerr=err,
+                   capsize=2, label=comparison)
+        ax.set_ylabel(f"{metric} (nats)", fontsize=8)
+        ax.set_xticks(x, names, fontsize=8)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)

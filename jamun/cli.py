@@ -1,0 +1,232 @@
+"""``jamun`` command line: one subcommand per workflow stage (DESIGN.md §1).
+
+Every subcommand reads its settings from one section of a workflow config file (``--config``,
+default ``config/config.yaml``); Snakemake rules pass exactly their own section as JSON with
+``--settings`` so that changing, say, a sampler key reruns sampling but never MD. Heavy imports
+(openmm, torch) happen inside the subcommands, so ``jamun --help`` is instant and MD jobs never
+import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+DEFAULT_CONFIG = Path("config/config.yaml")
+
+
+def load_section(args: argparse.Namespace, section: str) -> dict:
+    """The config section a subcommand needs: ``--settings`` JSON if given, else from ``--config``."""
+    if args.settings is not None:
+        try:
+            settings = json.loads(args.settings)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--settings is not valid JSON ({error}): {args.settings!r}") from None
+        if not isinstance(settings, dict):
+            raise ValueError(f"--settings must be a JSON object, got {args.settings!r}")
+        return settings
+    path = Path(args.config)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"config file {path} not found; pass --config FILE or --settings JSON for the "
+            f"'{section}' section"
+        )
+    config = yaml.safe_load(path.read_text()) or {}
+    if section not in config:
+        raise ValueError(f"config file {path} has no '{section}' section")
+    return config[section]
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    from jamun.peptides import build_peptide, validate_sequence
+
+    sequence = validate_sequence(args.peptide)
+    build_peptide(sequence, Path(args.output) / "system.pdb")
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from jamun.md import MDSettings, simulate
+    from jamun.peptides import validate_sequence
+
+    validate_sequence(args.peptide)
+    md_cfg = load_section(args, "md")
+    if args.protocol is not None:
+        md_cfg = {**md_cfg, "protocol": args.protocol}
+    settings = MDSettings.from_config(md_cfg)
+    length_ns = args.ns if args.ns is not None else md_cfg["length_ns"][args.role]
+    peptide_dir = Path(args.output)
+    system_pdb = peptide_dir / "system.pdb"
+    if not system_pdb.is_file():
+        raise FileNotFoundError(f"{system_pdb} not found: run `jamun build {args.peptide} -o {peptide_dir}` first")
+    seed = md_cfg["seed"] + (1 if args.role == "replicate" else 0)
+    out_dir = peptide_dir / "replicate" if args.role == "replicate" else peptide_dir
+    simulate(system_pdb, out_dir, length_ns=length_ns, seed=seed, settings=settings)
+
+
+def cmd_shard(args: argparse.Namespace) -> None:
+    from jamun.config import read_peptide_list
+    from jamun.data.shards import write_shards
+
+    data_cfg = load_section(args, "data")
+    md_root = Path(args.md_root)
+    peptides = read_peptide_list(args.peptides)
+    trajectories = [(p, md_root / p / "traj.xtc", md_root / p / "topology.pdb") for p in peptides]
+    write_shards(
+        args.split,
+        trajectories,
+        Path(args.output),
+        frames_per_shard=data_cfg["frames_per_shard"],
+        stride=data_cfg["stride"],
+        seed=data_cfg["seed"],
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from jamun.train import train
+
+    train(Path(args.shards), Path(args.output), load_section(args, "train"), threads=args.threads)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from jamun.peptides import validate_sequence
+    from jamun.sampling import sample_peptide
+
+    sequence = validate_sequence(args.peptide)
+    sample_cfg = load_section(args, "sample")
+    overrides = {"chains": args.chains, "steps": args.steps, "seed": args.seed}
+    sample_cfg = {**sample_cfg, **{k: v for k, v in overrides.items() if v is not None}}
+    system_pdb = Path(args.system) if args.system else Path(args.md_root) / sequence / "system.pdb"
+    sample_peptide(
+        sequence,
+        system_pdb,
+        Path(args.model),
+        Path(args.output),
+        init_trajectory=Path(args.init) if args.init else None,
+        device=args.device,
+        **sample_cfg,
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from jamun.analysis import evaluate_peptide
+    from jamun.peptides import validate_sequence
+
+    sequence = validate_sequence(args.peptide)
+    peptide_md = Path(args.md_root) / sequence
+    evaluate_peptide(
+        sequence,
+        reference_dir=peptide_md,
+        replicate_dir=peptide_md / "replicate",
+        samples_dir=Path(args.samples_root) / sequence,
+        out_dir=Path(args.output),
+        eval_cfg=load_section(args, "evaluate"),
+        role=args.role,
+    )
+
+
+def cmd_summarize(args: argparse.Namespace) -> None:
+    from jamun.analysis import summarize
+
+    summarize([Path(m) for m in args.metrics], Path(args.output))
+
+
+def cmd_provenance(args: argparse.Namespace) -> None:
+    from jamun.provenance import write_provenance
+
+    if args.settings is not None:
+        config = json.loads(args.settings)
+    else:
+        config = yaml.safe_load(Path(args.config).read_text())
+    write_provenance(config, Path(args.output))
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="workflow config file (default: %(default)s)")
+    parser.add_argument("--settings", default=None, help="this stage's config section as JSON (overrides --config)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``jamun`` argument parser with one subcommand per stage."""
+    parser = argparse.ArgumentParser(prog="jamun", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("build", cmd_build, "build a capped, minimized peptide ACE-...-NME -> OUTPUT/system.pdb")
+    p.add_argument("peptide", help="one-letter sequence, 1-8 residues, e.g. GN")
+    p.add_argument("-o", "--output", required=True, help="peptide folder, e.g. results/md/GN")
+
+    p = add("simulate", cmd_simulate, "run OpenMM MD of a built peptide (resumes from OUTPUT/.work)")
+    p.add_argument("peptide")
+    p.add_argument("-o", "--output", required=True, help="peptide folder holding system.pdb")
+    p.add_argument("--role", choices=["train", "test", "replicate"], default="test",
+                   help="sets the length (md.length_ns) and, for replicate, seed + 1 and OUTPUT/replicate/")
+    p.add_argument("--ns", type=float, default=None, help="production length in ns (overrides the role's)")
+    p.add_argument("--protocol", choices=["implicit", "explicit"], default=None)
+    _add_config_options(p)
+
+    p = add("shard", cmd_shard, "write heavy-atom frames of a split's trajectories into shuffled shards")
+    p.add_argument("split", choices=["train", "val"])
+    p.add_argument("--peptides", required=True, help="peptide list file of this split")
+    p.add_argument("--md-root", default="results/md", help="folder with <peptide>/traj.xtc (default: %(default)s)")
+    p.add_argument("-o", "--output", required=True, help="shard folder, e.g. results/shards/train")
+    _add_config_options(p)
+
+    p = add("train", cmd_train, "train the denoiser on shards (resumes from OUTPUT/.work)")
+    p.add_argument("--shards", required=True, help="folder with train/ and optionally val/ shards")
+    p.add_argument("-o", "--output", required=True, help="e.g. results/train")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    _add_config_options(p)
+
+    p = add("sample", cmd_sample, "walk-jump sample a peptide from its sequence alone")
+    p.add_argument("peptide")
+    p.add_argument("--model", required=True, help="checkpoint, e.g. results/train/model.ckpt")
+    p.add_argument("-o", "--output", required=True, help="e.g. results/samples/GN")
+    p.add_argument("--system", default=None, help="built structure (default: MD_ROOT/<peptide>/system.pdb)")
+    p.add_argument("--md-root", default="results/md")
+    p.add_argument("--init", default=None, help="start chains from frames of this trajectory instead")
+    p.add_argument("--chains", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    _add_config_options(p)
+
+    p = add("evaluate", cmd_evaluate, "compare a peptide's samples with its reference MD")
+    p.add_argument("peptide")
+    p.add_argument("-o", "--output", required=True, help="e.g. results/evaluate/GN")
+    p.add_argument("--md-root", default="results/md")
+    p.add_argument("--samples-root", default="results/samples")
+    p.add_argument("--role", choices=["train", "held-out"], default="held-out")
+    _add_config_options(p)
+
+    p = add("summarize", cmd_summarize, "gather per-peptide metrics into one table and figure")
+    p.add_argument("metrics", nargs="+", help="metrics.json files")
+    p.add_argument("-o", "--output", required=True, help="e.g. results/summary")
+
+    p = add("provenance", cmd_provenance, "write the config and package versions for the report")
+    p.add_argument("-o", "--output", required=True, help="e.g. results/summary/provenance.txt")
+    _add_config_options(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; errors in the input are printed as one line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"jamun {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Peptide lists and roles from the workflow configuration.
+
+A peptide's role decides how long its MD runs and how the report labels it: ids listed under
+``peptides.train`` or ``peptides.val`` are training peptides, every other id (listed under
+``peptides.test`` or not listed at all) is a held-out test peptide. An id in two lists is a
+configuration error, because it would leak a test peptide into training.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from jamun.peptides import RESIDUES, validate_sequence
+
+SPLITS = ("train", "val", "test")
+
+
+def read_peptide_list(path: str | Path) -> list[str]:
+    """Read one-letter peptide ids, one per line; blank lines and ``#`` comments are ignored.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the list does not exist.
+    ValueError
+        If a line is not a valid sequence or an id is repeated; the message names file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"peptide list {path} does not exist")
+    ids: list[str] = []
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            peptide = validate_sequence(text)
+        except ValueError as error:
+            raise ValueError(f"{path}:{line_number}: {error}") from None
+        if peptide in ids:
+            raise ValueError(f"{path}:{line_number}: peptide {peptide!r} is listed twice")
+        ids.append(peptide)
+    return ids
+
+
+@dataclass(frozen=True)
+class PeptideRoles:
+    """The train / val / test lists of a configuration, checked for overlaps."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, peptides_cfg: dict) -> "PeptideRoles":
+        """Read the lists named by the ``peptides:`` config section (paths to text files)."""
+        lists = {split: tuple(read_peptide_list(peptides_cfg[split])) for split in SPLITS}
+        for first, second in itertools.combinations(SPLITS, 2):
+            shared = sorted(set(lists[first]) & set(lists[second]))
+            if shared:
+                raise ValueError(
+                    f"peptides {', '.join(shared)} are in both the {first} list "
+                    f"({peptides_cfg[first]}) and the {second} list ({peptides_cfg[second]}); "
+                    "each id may be in one list only"
+                )
+        return cls(**lists)
+
+    def is_training(self, peptide: str) -> bool:
+        """True for ids in the train or val list (they are not held out)."""
+        return peptide in self.train or peptide in self.val
+
+    def md_role(self, peptide: str) -> str:
+        """``"train"`` for training peptides, ``"test"`` for every other (held-out) id."""
+        return "train" if self.is_training(peptide) else "test"
+
+    def report_label(self, peptide: str) -> str:
+        """How the report labels a peptide: ``"train"`` or ``"held-out"``."""
+        return "train" if self.is_training(peptide) else "held-out"
+
+
+def all_dipeptides() -> list[str]:
+    """All 400 ordered pairs of the 20 standard amino acids, sorted."""
+    return sorted(a + b for a, b in itertools.product(RESIDUES, repeat=2))
+
+
+def paper_split(
+    test: list[str], *, n_train: int = 200, n_val: int = 80, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """Seeded train/val split of the dipeptides not in ``test`` (DESIGN.md §3).
+
+    Timewarp's own train/val split is not public in a form we can ship, so the 300 non-test
+    pairs are shuffled with ``random.Random(seed)``; the first ``n_train`` train, the next
+    ``n_val`` validate, the rest are unused. The committed files in ``config/peptides`` are this
+    function's output, which a test checks.
+    """
+    held_out = set(test)
+    candidates = [p for p in all_dipeptides() if p not in held_out]
+    if n_train + n_val > len(candidates):
+        raise ValueError(
+            f"n_train + n_val = {n_train + n_val} exceeds the {len(candidates)} non-test pairs"
+        )
+    random.Random(seed).shuffle(candidates)
+    return sorted(candidates[:n_train]), sorted(candidates[n_train : n_train + n_val])

@@ -1,0 +1,360 @@
+"""Walk-jump sampling of peptides from their sequence alone (DESIGN.md §6).
+
+Per peptide the input is the minimized built structure ``system.pdb`` (or frames of a given
+trajectory) and a trained denoiser; no MD of the target is used. ``chains`` copies of each
+peptide's heavy-atom graph run as one batch (several peptides may share the batch), and the jumps
+are streamed to ``samples.xtc`` in step-major order: frame k is saved step k // chains of chain
+k % chains, so any prefix of the file holds all chains at equal length.
+
+Everything is written into ``out_dir/.work/`` and moved into ``out_dir`` with ``os.replace`` only
+after the whole walk succeeded, so a failed run leaves no declared output (``samples.xtc``,
+``topology.pdb``, ``sample.json``) behind; its partial samples stay in ``.work/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.metadata
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import mdtraj
+import numpy as np
+import torch
+from mdtraj.formats import XTCTrajectoryFile
+from torch import Tensor
+from tqdm import tqdm
+
+import jamun
+import jamun.model
+from jamun.data.graph import TopologyFeatures, batch_graphs, topology_features
+from jamun.peptides import residue_label, validate_sequence
+from jamun.sampling.baoab import BAOAB, NonFiniteChainError
+
+OUTPUTS = ("samples.xtc", "topology.pdb", "sample.json")
+WORK_DIR = ".work"
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """The ``sample:`` config section (DESIGN.md §6; keys documented in config/README.md).
+
+    chains: walkers per peptide. steps: BAOAB steps per chain. burn_in: steps before the first
+    saved jump. save_every: save a jump every this many steps after burn-in. friction_per_step:
+    γ·dt. mass: M. dt: step size, None = σ. score_clip: per-atom score-norm limit in nm⁻¹ (None:
+    off). seed: seeds the initial noise, initial velocities and O-step noise.
+    """
+
+    chains: int = 32
+    steps: int = 2000
+    burn_in: int = 0
+    save_every: int = 1
+    friction_per_step: float = 1.0
+    mass: float = 1.0
+    dt: float | None = None
+    score_clip: float | None = 100.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, low in (("chains", 1), ("steps", 1), ("burn_in", 0), ("save_every", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"sample {name} must be an integer >= {low}, got {value!r}")
+        if self.samples_per_chain < 1:
+            raise ValueError(
+                f"sample steps ({self.steps}) - burn_in ({self.burn_in}) must be >= save_every "
+                f"({self.save_every}) so that each chain saves at least one jump"
+            )
+
+    @classmethod
+    def from_config(cls, sample_cfg: dict[str, Any]) -> "SampleSettings":
+        """Settings from the ``sample:`` config dict; missing keys take the defaults above."""
+        valid = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(sample_cfg) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown sample setting(s) {unknown}; valid keys are {valid}")
+        return cls(**sample_cfg)
+
+    @property
+    def samples_per_chain(self) -> int:
+        """Jumps saved per chain, (steps − burn_in) // save_every."""
+        return (self.steps - self.burn_in) // self.save_every
+
+    def integrator(self, sigma: float) -> BAOAB:
+        """The BAOAB integrator for a denoiser trained at noise level ``sigma`` (nm)."""
+        return BAOAB(sigma=sigma, dt=self.dt, friction_per_step=self.friction_per_step,
+                     mass=self.mass, score_clip=self.score_clip)
+
+
+def initial_positions(x0: Tensor, chains: int, sigma: float, generator: torch.Generator) -> Tensor:
+    """Noisy starting points y0 = x + σ η of ``chains`` walkers, (chains, n_atoms, 3) nm.
+
+    x0: (n_atoms, 3) one clean structure shared by all chains, or (n_frames, n_atoms, 3) frames
+    spread evenly over the chains (frame i·(n_frames − 1)/(chains − 1), rounded; repeated when
+    there are fewer frames than chains).
+    """
+    if x0.ndim == 2:
+        x = x0.expand(chains, *x0.shape)
+    elif x0.ndim == 3 and x0.shape[0] >= 1:
+        index = torch.from_numpy(np.rint(np.linspace(0, x0.shape[0] - 1, chains)).astype(np.int64))
+        x = x0[index.to(x0.device)]
+    else:
+        raise ValueError(f"initial structure must be (n_atoms, 3) or (n_frames, n_atoms, 3), got {tuple(x0.shape)}")
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return x + sigma * noise
+
+
+def walk_jump_peptides(
+    denoiser: torch.nn.Module,
+    systems: Sequence[tuple[TopologyFeatures, Tensor]],
+    settings: SampleSettings,
+    *,
+    sequences: Sequence[str] | None = None,
+) -> Iterator[tuple[int, list[Tensor]]]:
+    """Walk ``settings.chains`` chains of every peptide in one batch and yield the saved jumps.
+
+    Parameters
+    ----------
+    denoiser: provides ``sigma`` (nm) and ``xhat(y, graph)``; its device is used.
+    systems: per peptide its heavy-atom features and clean start x0, (n_atoms, 3) or
+        (n_frames, n_atoms, 3) nm, aligned with ``features`` (see ``initial_positions``).
+    settings: chains, steps, integrator settings and seed.
+    sequences: names for error messages; default "peptide 0", "peptide 1", ...
+
+    Yields
+    ------
+    (step, jumps): the walk step (1-based) and per peptide its jumps xhat(y),
+    (chains, n_atoms, 3) nm on the denoiser's device, in chain order.
+
+    Raises
+    ------
+    NonFiniteChainError
+        Naming the peptide, its chain (0-based) and the first non-finite step.
+    """
+    names = list(sequences) if sequences is not None else [f"peptide {i}" for i in range(len(systems))]
+    device = next(denoiser.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    chains, sigma = settings.chains, float(denoiser.sigma)
+    # Graph ids run peptide-major: graph g is chain g % chains of peptide g // chains.
+    graph = batch_graphs([features for features, _ in systems for _ in range(chains)]).to(device)
+    y0 = torch.cat([
+        initial_positions(x0.to(device=device, dtype=torch.float32), chains, sigma, generator).reshape(-1, 3)
+        for _, x0 in systems
+    ])
+    sizes = [chains * len(features.heavy_atom_indices) for features, _ in systems]
+
+    def denoise(y: Tensor) -> Tensor:
+        return denoiser.xhat(y, graph)
+
+    walk = settings.integrator(sigma).walk(
+        denoise, y0, steps=settings.steps, burn_in=settings.burn_in, save_every=settings.save_every,
+        generator=generator, chain_of_row=graph.batch,
+    )
+    try:
+        for jump in walk:
+            yield jump.step, [part.reshape(chains, -1, 3) for part in torch.split(jump.xhat, sizes)]
+    except NonFiniteChainError as error:
+        peptide, chain = divmod(error.chain, chains)
+        raise NonFiniteChainError(
+            chain, error.step, f"{names[peptide]}: chain {chain} became non-finite at walk step {error.step}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class SampleTarget:
+    """One peptide to sample: sequence, its built ``system.pdb``, the output folder and,
+    optionally, an XTC whose frames (all atoms of system.pdb, or its heavy atoms) start the chains
+    instead of the minimized structure."""
+
+    sequence: str
+    system_pdb: Path
+    out_dir: Path
+    init_frames: Path | None = None
+
+
+def _load_system(target: SampleTarget) -> tuple[mdtraj.Trajectory, TopologyFeatures, Tensor]:
+    """system.pdb, its heavy-atom features and the clean start positions (nm) of the chains."""
+    sequence = validate_sequence(target.sequence)
+    if not Path(target.system_pdb).is_file():
+        raise FileNotFoundError(f"system.pdb {target.system_pdb} for peptide {sequence} does not exist")
+    system = mdtraj.load(str(target.system_pdb))
+    features = topology_features(system.topology)
+    if features.sequence != sequence:
+        raise ValueError(
+            f"{target.system_pdb} holds peptide {features.sequence!r}, not the requested {sequence!r}"
+        )
+    heavy = features.heavy_atom_indices
+    if target.init_frames is None:
+        return system, features, torch.from_numpy(system.xyz[0, heavy])
+    return system, features, torch.from_numpy(_read_frames(Path(target.init_frames), system.n_atoms, heavy))
+
+
+def _read_frames(path: Path, n_atoms: int, heavy: np.ndarray) -> np.ndarray:
+    """Heavy-atom positions (n_frames, n_heavy, 3) nm from an XTC of all atoms or heavy atoms."""
+    if path.suffix != ".xtc":
+        raise ValueError(f"initial frames {path} must be an .xtc file (valid suffix: .xtc)")
+    if not path.is_file():
+        raise FileNotFoundError(f"initial frames {path} do not exist")
+    with XTCTrajectoryFile(str(path)) as xtc:
+        xyz = xtc.read()[0]
+    if xyz.shape[0] == 0:
+        raise ValueError(f"initial frames {path} hold no frames")
+    if xyz.shape[1] == n_atoms:
+        return np.ascontiguousarray(xyz[:, heavy])
+    if xyz.shape[1] == len(heavy):
+        return xyz
+    raise ValueError(
+        f"initial frames {path} have {xyz.shape[1]} atoms; expected {n_atoms} (all atoms of "
+        f"system.pdb) or {len(heavy)} (its heavy atoms)"
+    )
+
+
+def _resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; otherwise any torch device string."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device {device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from error
+
+
+def _versions() -> dict[str, str]:
+    return {"torch": torch.__version__, "e3nn": importlib.metadata.version("e3nn"), "jamun": jamun.__version__}
+
+
+def sample_peptides(
+    targets: Sequence[SampleTarget],
+    model_path: Path | str,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    **sample_cfg: Any,
+) -> list[dict[str, Any]]:
+    """Sample several peptides in one batch; write each one's outputs; return their sample.json.
+
+    Parameters
+    ----------
+    targets: peptides to sample with their system.pdb and output folder (distinct folders).
+    model_path: a checkpoint written by ``jamun.model.save``.
+    device: "auto" (cuda if available), "cpu", "cuda", "cuda:N".
+    progress: show a tqdm bar (samples/s) on stderr.
+    **sample_cfg: the ``sample:`` config keys (``SampleSettings``).
+
+    Writes per target ``out_dir/{samples.xtc, topology.pdb, sample.json}`` (heavy atoms only),
+    all three only after every chain finished. ``wall_seconds`` covers the walk and the writing,
+    not model loading; for several targets it is the shared batch's time.
+
+    Raises
+    ------
+    NonFiniteChainError
+        Naming peptide, chain and step, and where the partial samples were kept.
+    """
+    settings = SampleSettings.from_config(sample_cfg)
+    targets = [dataclasses.replace(t, sequence=validate_sequence(t.sequence), out_dir=Path(t.out_dir)) for t in targets]
+    if not targets:
+        raise ValueError("sample_peptides needs at least one target")
+    if len({t.out_dir.resolve() for t in targets}) != len(targets):
+        raise ValueError(f"sample targets must have distinct out_dir, got {[str(t.out_dir) for t in targets]}")
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model checkpoint {model_path} does not exist")
+    torch_device = _resolve_device(device)
+    denoiser = jamun.model.load(model_path, map_location=torch_device).eval()
+    loaded = [_load_system(t) for t in targets]
+
+    work_dirs = [t.out_dir / WORK_DIR for t in targets]
+    for target, work, (system, features, _) in zip(targets, work_dirs, loaded):
+        work.mkdir(parents=True, exist_ok=True)
+        for name in OUTPUTS:  # a failed rerun must not leave an older run's outputs looking current
+            (target.out_dir / name).unlink(missing_ok=True)
+            (work / name).unlink(missing_ok=True)
+        system.atom_slice(features.heavy_atom_indices).save_pdb(str(work / "topology.pdb"))
+
+    chains = settings.chains
+    total = len(targets) * chains * settings.samples_per_chain
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack, torch.inference_mode():
+        writers = [stack.enter_context(XTCTrajectoryFile(str(w / "samples.xtc"), "w")) for w in work_dirs]
+        bar = stack.enter_context(tqdm(total=total, unit="sample", unit_scale=True, file=sys.stderr,
+                                       disable=not progress, desc="walk-jump"))
+        frames_written = 0
+        try:
+            for step, jumps in walk_jump_peptides(denoiser, [(f, x0) for _, f, x0 in loaded], settings,
+                                                  sequences=[t.sequence for t in targets]):
+                for writer, xyz in zip(writers, jumps):
+                    writer.write(xyz.float().cpu().numpy(),
+                                 time=np.full(chains, step, dtype=np.float32),
+                                 step=np.full(chains, step, dtype=np.int32),
+                                 box=np.zeros((chains, 3, 3), dtype=np.float32))
+                frames_written += chains
+                bar.update(len(targets) * chains)
+        except NonFiniteChainError as error:
+            where = ", ".join(str(w / "samples.xtc") for w in work_dirs)
+            raise NonFiniteChainError(
+                error.chain, error.step,
+                f"{error}; sampling stopped, {frames_written} frames per peptide kept in {where} "
+                f"(no outputs were declared)",
+            ) from None
+    wall = time.perf_counter() - start
+
+    integrator = settings.integrator(float(denoiser.sigma))
+    n_samples = chains * settings.samples_per_chain
+    results = []
+    for target, work, (_, features, _) in zip(targets, work_dirs, loaded):
+        info = {
+            "sequence": target.sequence,
+            "residues": residue_label(target.sequence),
+            "model": str(model_path),
+            "system_pdb": str(target.system_pdb),
+            "init": "minimized system.pdb" if target.init_frames is None else str(target.init_frames),
+            "n_atoms": int(len(features.heavy_atom_indices)),
+            "sigma_nm": float(denoiser.sigma),
+            "dt": integrator.dt,
+            "friction_per_step": integrator.friction_per_step,
+            "gamma": integrator.gamma,
+            "mass": integrator.mass,
+            "score_clip": integrator.score_clip,
+            "chains": chains,
+            "steps": settings.steps,
+            "burn_in": settings.burn_in,
+            "save_every": settings.save_every,
+            "samples_per_chain": settings.samples_per_chain,
+            "n_samples": n_samples,
+            "frame_order": "step-major: frame k is saved step k // chains of chain k % chains; xtc time = walk step",
+            "batch_peptides": [t.sequence for t in targets],
+            "wall_seconds": wall,
+            "samples_per_second": n_samples / wall,
+            "device": str(torch_device),
+            "device_name": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "cpu",
+            "versions": _versions(),
+            "seed": settings.seed,
+        }
+        (work / "sample.json").write_text(json.dumps(info, indent=2) + "\n")
+        for name in OUTPUTS:  # sample.json last: its presence marks a complete run
+            os.replace(work / name, target.out_dir / name)
+        results.append(info)
+    return results
+
+
+def sample_peptide(
+    sequence: str,
+    system_pdb: Path | str,
+    model_path: Path | str,
+    out_dir: Path | str,
+    *,
+    init_frames: Path | str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    **sample_cfg: Any,
+) -> dict[str, Any]:
+    """Sample one peptide; see ``sample_peptides``. Returns the sample.json content."""
+    target = SampleTarget(sequence, Path(system_pdb), Path(out_dir),
+                          None if init_frames is None else Path(init_frames))
+    return sample_peptides([target], model_path, device=device, progress=progress, **sample_cfg)[0]

@@ -1,0 +1,34 @@
+# Shared input functions and settings. Each rule gets only its own config section as a JSON
+# param, so a changed sampler key reruns sampling and evaluation, never MD or training.
+import json
+
+from jamun.config import PeptideRoles
+
+ROLES = PeptideRoles.from_config(config["peptides"])
+for _peptide in config["peptides"]["evaluate_train"]:
+    if not ROLES.is_training(_peptide):
+        raise ValueError(
+            f"peptides.evaluate_train lists {_peptide!r}, which is in neither the train list "
+            f"({config['peptides']['train']}) nor the val list ({config['peptides']['val']})"
+        )
+EVALUATED = list(ROLES.test) + [
+    p for p in config["peptides"]["evaluate_train"] if p not in ROLES.test
+]
+SPLITS = ["train", "val"] if ROLES.val else ["train"]
+JAMUN = "jamun"
+
+
+wildcard_constraints:
+    peptide="[ACDEFGHIKLMNPQRSTVWY]{1,8}",
+    split="train|val",
+
+
+def settings(section):
+    """A config section as one JSON string, for `jamun ... --settings`."""
+    return json.dumps(config[section], sort_keys=True)
+
+
+def all_targets():
+    targets = expand("results/evaluate/{peptide}/metrics.json", peptide=EVALUATED)
+    targets += ["results/summary/metrics.csv", "results/summary/provenance.txt"]
+    return targets

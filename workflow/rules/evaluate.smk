@@ -1,0 +1,91 @@
+# Evaluation against MD (reference run + independent replicate) and the cross-peptide summary.
+
+
+rule evaluate:
+    input:
+        reference="results/md/{peptide}/traj.xtc",
+        reference_meta="results/md/{peptide}/md.json",
+        reference_topology="results/md/{peptide}/topology.pdb",
+        replicate="results/md/{peptide}/replicate/traj.xtc",
+        replicate_meta="results/md/{peptide}/replicate/md.json",
+        samples="results/samples/{peptide}/samples.xtc",
+        samples_meta="results/samples/{peptide}/sample.json",
+    output:
+        metrics="results/evaluate/{peptide}/metrics.json",
+        ramachandran=report(
+            "results/evaluate/{peptide}/ramachandran.png",
+            caption="../report/ramachandran.rst",
+            category="Ramachandran",
+            subcategory="{peptide}",
+        ),
+        jsd_vs_time=report(
+            "results/evaluate/{peptide}/jsd_vs_time.png",
+            caption="../report/jsd_vs_time.rst",
+            category="JSD vs wall time",
+            subcategory="{peptide}",
+        ),
+        msm=report(
+            "results/evaluate/{peptide}/msm.png",
+            caption="../report/msm.rst",
+            category="Markov state models",
+            subcategory="{peptide}",
+        ),
+        its=report(
+            "results/evaluate/{peptide}/its.png",
+            caption="../report/its.rst",
+            category="Markov state models",
+            subcategory="{peptide}",
+        ),
+    params:
+        evaluate=settings("evaluate"),
+        role=lambda wc: ROLES.report_label(wc.peptide),
+    log:
+        "results/logs/evaluate/{peptide}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{peptide}.tsv"
+    threads: 1
+    shell:
+        "{JAMUN} evaluate {wildcards.peptide} -o results/evaluate/{wildcards.peptide} "
+        "--role {params.role} --settings {params.evaluate:q} > {log} 2>&1"
+
+
+rule summarize:
+    input:
+        expand("results/evaluate/{peptide}/metrics.json", peptide=EVALUATED),
+    output:
+        table=report(
+            "results/summary/metrics.csv",
+            caption="../report/metrics_table.rst",
+            category="Summary",
+        ),
+        figure=report(
+            "results/summary/summary.png",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+    log:
+        "results/logs/summarize/summarize.log",
+    shell:
+        "{JAMUN} summarize {input} -o results/summary > {log} 2>&1"
+
+
+rule provenance:
+    output:
+        report(
+            "results/summary/provenance.txt",
+            caption="../report/provenance.rst",
+            category="Summary",
+        ),
+    params:
+        config=json.dumps(config, sort_keys=True),
+    log:
+        "results/logs/provenance/provenance.log",
+    shell:
+        "{JAMUN} provenance -o {output} --settings {params.config:q} > {log} 2>&1"
+
+
+localrules:
+    build,
+    evaluate,
+    summarize,
+    provenance,

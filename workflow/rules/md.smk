@@ -1,0 +1,63 @@
+# MD data: build each peptide, then simulate it (train/test role) and its replicate (seed + 1).
+# Resume state lives in results/md/<peptide>/.work, outside the declared outputs, because
+# Snakemake deletes the outputs of a failed job; rerun with --rerun-incomplete to resume.
+
+
+rule build:
+    output:
+        "results/md/{peptide}/system.pdb",
+    log:
+        "results/logs/build/{peptide}.log",
+    benchmark:
+        "results/benchmarks/build/{peptide}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{JAMUN} build {wildcards.peptide} -o results/md/{wildcards.peptide} > {log} 2>&1"
+
+
+rule simulate:
+    input:
+        "results/md/{peptide}/system.pdb",
+    output:
+        traj="results/md/{peptide}/traj.xtc",
+        topology="results/md/{peptide}/topology.pdb",
+        meta="results/md/{peptide}/md.json",
+    params:
+        md=settings("md"),
+        role=lambda wc: ROLES.md_role(wc.peptide),
+    log:
+        "results/logs/simulate/{peptide}.log",
+    benchmark:
+        "results/benchmarks/simulate/{peptide}.tsv"
+    threads: 1 if config["md"]["protocol"] == "implicit" else 4
+    resources:
+        mem_mb=4000,
+        runtime=24 * 60,
+    shell:
+        "{JAMUN} simulate {wildcards.peptide} -o results/md/{wildcards.peptide} "
+        "--role {params.role} --settings {params.md:q} > {log} 2>&1"
+
+
+rule simulate_replicate:
+    input:
+        "results/md/{peptide}/system.pdb",
+    output:
+        traj="results/md/{peptide}/replicate/traj.xtc",
+        topology="results/md/{peptide}/replicate/topology.pdb",
+        meta="results/md/{peptide}/replicate/md.json",
+    params:
+        md=settings("md"),
+    log:
+        "results/logs/simulate_replicate/{peptide}.log",
+    benchmark:
+        "results/benchmarks/simulate_replicate/{peptide}.tsv"
+    threads: 1 if config["md"]["protocol"] == "implicit" else 4
+    resources:
+        mem_mb=4000,
+        runtime=24 * 60,
+    shell:
+        "{JAMUN} simulate {wildcards.peptide} -o results/md/{wildcards.peptide} "
+        "--role replicate --settings {params.md:q} > {log} 2>&1"
