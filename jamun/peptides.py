@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -165,19 +164,25 @@ def minimize(topology: app.Topology, positions: unit.Quantity, *, tolerance_kj_m
     return context.getState(getPositions=True).getPositions()
 
 
-def write_pdb_atomic(topology: app.Topology, positions: unit.Quantity, out_pdb: Path | str) -> Path:
-    """Write a PDB via a temporary file in the same folder and os.replace, so no half file survives."""
-    out_pdb = Path(out_pdb)
-    out_pdb.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_pdb.name}.", suffix=".tmp", dir=out_pdb.parent)
+def write_text_atomic(path: Path | str, text: str) -> Path:
+    """Write `text` to a temporary sibling, then os.replace: readers never see a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            app.PDBFile.writeFile(topology, positions, handle, keepIds=True)
-        os.replace(tmp, out_pdb)
+        tmp.write_text(text)
+        os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return out_pdb
+    return path
+
+
+def write_pdb_atomic(topology: app.Topology, positions: unit.Quantity, out_pdb: Path | str) -> Path:
+    """Write a PDB file atomically (see write_text_atomic)."""
+    buffer = io.StringIO()
+    app.PDBFile.writeFile(topology, positions, buffer, keepIds=True)
+    return write_text_atomic(out_pdb, buffer.getvalue())
 
 
 def build_peptide(sequence: str, out_pdb: Path | str) -> Path:

@@ -202,4 +202,4 @@ def test_bad_settings_raise_value_error_naming_them(settings, match):
 )
 def test_bad_walk_lengths_raise_value_error(walk, match):
     with pytest.raises(ValueError, match=match):
-        next(BAOAB(sigma=0.1).walk(lambda y: y, torch.zeros(2, 3), **walk))
+        BAOAB(sigma=0.1).walk(lambda y: y, torch.zeros(2, 3), **walk)

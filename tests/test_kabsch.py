@@ -1,15 +1,20 @@
 """Batched Kabsch: matches scipy's optimum, never reflects, works per graph."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from jamun.data.kabsch import kabsch_align, kabsch_rotations, segment_mean
+from jamun.data.graph import graph_mean
+from jamun.data.kabsch import kabsch_align, kabsch_rotations
 
 
-def _batch(sizes: list[int]) -> torch.Tensor:
-    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+def _graph(sizes: list[int]) -> SimpleNamespace:
+    """The two GraphBatch fields Kabsch uses."""
+    return SimpleNamespace(batch=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
+                           num_graphs=len(sizes))  # fmt: skip
 
 
 def _centred(points: np.ndarray) -> np.ndarray:
@@ -27,7 +32,7 @@ def test_rotations_match_scipy_align_vectors(seed):
         for t in targets
     ]
     rot = kabsch_rotations(
-        torch.tensor(np.concatenate(mobiles)), torch.tensor(np.concatenate(targets)), _batch(sizes), len(sizes)
+        torch.tensor(np.concatenate(mobiles)), torch.tensor(np.concatenate(targets)), _graph(sizes)
     ).numpy()
     for g, (m, t) in enumerate(zip(mobiles, targets)):
         expected, _ = Rotation.align_vectors(t, m)  # expected.apply(m) ~ t
@@ -39,12 +44,12 @@ def test_mirror_image_gets_a_proper_rotation_not_the_reflection():
     rng = np.random.default_rng(3)
     target = _centred(rng.normal(size=(9, 3)))
     mirror = target * np.array([1.0, 1.0, -1.0])  # a perfect fit exists only with det = -1
-    batch = _batch([9])
-    rot = kabsch_rotations(torch.tensor(mirror), torch.tensor(target), batch, 1).numpy()[0]
+    graph = _graph([9])
+    rot = kabsch_rotations(torch.tensor(mirror), torch.tensor(target), graph).numpy()[0]
     assert np.linalg.det(rot) == pytest.approx(1.0, abs=1e-10)
     expected, _ = Rotation.align_vectors(target, mirror)
     np.testing.assert_allclose(rot, expected.as_matrix(), atol=1e-8)
-    aligned = kabsch_align(torch.tensor(mirror), torch.tensor(target), batch, 1).numpy()
+    aligned = kabsch_align(torch.tensor(mirror), torch.tensor(target), graph).numpy()
     assert np.sqrt(((aligned - target) ** 2).sum(1).mean()) > 1e-3  # the reflection is not undone
 
 
@@ -52,12 +57,13 @@ def test_aligned_rmsd_beats_random_rotations_and_recovers_pose():
     rng = np.random.default_rng(4)
     sizes = [7, 11]
     x = torch.tensor(rng.normal(size=(sum(sizes), 3)))
-    batch = _batch(sizes)
+    graph = _graph(sizes)
+    batch = graph.batch
     rot_true = torch.tensor(Rotation.random(2, random_state=5).as_matrix())
     shift = torch.tensor(rng.normal(size=(2, 3)))
     y = torch.einsum("nij,nj->ni", rot_true[batch], x) + shift[batch] + 0.05 * torch.randn(x.shape, dtype=x.dtype)
-    aligned = kabsch_align(y, x, batch, 2)
-    np.testing.assert_allclose(segment_mean(aligned, batch, 2), segment_mean(x, batch, 2), atol=1e-12)
+    aligned = kabsch_align(y, x, graph)
+    np.testing.assert_allclose(graph_mean(aligned, graph), graph_mean(x, graph), atol=1e-12)
     for g in range(2):
         mask = batch == g
         best = ((aligned[mask] - x[mask]) ** 2).sum()
@@ -70,6 +76,6 @@ def test_aligned_rmsd_beats_random_rotations_and_recovers_pose():
 
 def test_float32_input_keeps_dtype_and_shape():
     x = torch.randn(10, 3)
-    out = kabsch_align(x, x, _batch([4, 6]), 2)
+    out = kabsch_align(x, x, _graph([4, 6]))
     assert out.dtype == torch.float32 and out.shape == (10, 3)
     torch.testing.assert_close(out, x, atol=1e-5, rtol=0)

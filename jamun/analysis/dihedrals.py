@@ -66,8 +66,9 @@ def backbone_dihedrals(traj: mdtraj.Trajectory) -> BackboneDihedrals:
 def check_same_residues(a: BackboneDihedrals, b: BackboneDihedrals, what: str) -> None:
     """Raise ValueError unless `a` and `b` describe the same residues in the same order."""
     if a.residues != b.residues or not np.array_equal(a.residue_index, b.residue_index):
-        raise ValueError(f"{what}: residues {list(b.residues)} at {b.residue_index.tolist()} do "
-                         f"not match the reference {list(a.residues)} at {a.residue_index.tolist()}")
+        raise ValueError(f"{what}: residues {list(b.residues)} at {b.residue_index.tolist()} "
+                         f"do not match the reference {list(a.residues)} at "
+                         f"{a.residue_index.tolist()}")
 
 
 def dihedral_features(torsions: np.ndarray) -> np.ndarray:

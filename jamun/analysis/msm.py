@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from deeptime.clustering import KMeans, KMeansModel
-from deeptime.decomposition import TICA, CovarianceKoopmanModel
-from deeptime.markov import TransitionCountEstimator
-from deeptime.markov.msm import MarkovStateModel, MaximumLikelihoodMSM
-from deeptime.util.validation import ImpliedTimescales, implied_timescales
+
+if TYPE_CHECKING:
+    from deeptime.clustering import KMeansModel
+    from deeptime.decomposition import CovarianceKoopmanModel
+    from deeptime.markov.msm import MarkovStateModel
+    from deeptime.util.validation import ImpliedTimescales
 
 UNASSIGNED = -1
 # Lag multipliers for the implied-timescale scan around the model lag.
@@ -56,6 +58,19 @@ class MSMFit:
     def n_macrostates(self) -> int:
         return int(self.stationary.size)
 
+    @property
+    def timescales_frames(self) -> np.ndarray:
+        """The slowest (up to MAX_ITS) implied timescales (frames) of `msm` at its lag."""
+        return self.msm.timescales(min(MAX_ITS, self.msm.n_states - 1))
+
+    def its_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Implied-timescale scan: lags (n_lags,) frames and timescales (n_lags, n_processes)
+        frames; no columns when no model has a second state."""
+        if self.its is None:
+            return np.array([self.lag_frames]), np.zeros((1, 0))
+        timescales = [self.its.timescales_for_process(k) for k in range(self.its.max_n_processes)]
+        return np.asarray(self.its.lagtimes), np.stack(timescales, axis=1)
+
     def project(self, features: np.ndarray) -> np.ndarray:
         """TICA coordinates (n_frames, tica_dim) of features (n_frames, n_features)."""
         return self.tica.transform(np.asarray(features, dtype=np.float64))
@@ -68,8 +83,16 @@ class MSMFit:
 
 def _msm(dtraj: np.ndarray, lag: int) -> MarkovStateModel:
     """Reversible maximum-likelihood MSM on the largest connected set at `lag` frames."""
+    from deeptime.markov import TransitionCountEstimator
+    from deeptime.markov.msm import MaximumLikelihoodMSM
+
     counts = TransitionCountEstimator(lagtime=lag, count_mode="sliding").fit(dtraj).fetch_model()
-    return MaximumLikelihoodMSM(reversible=True).fit(counts.submodel_largest()).fetch_model()
+    try:
+        return MaximumLikelihoodMSM(reversible=True).fit(counts.submodel_largest()).fetch_model()
+    except ValueError as err:
+        raise ValueError(f"no reversible MSM at lag {lag} frames from {len(dtraj)} reference "
+                         f"frames in {counts.n_states_full} clusters ({err}); use fewer clusters, "
+                         "a shorter lag or a longer reference MD") from err
 
 
 def _supported_macrostates(msm: MarkovStateModel, requested: int) -> tuple[int, str | None]:
@@ -106,6 +129,11 @@ def fit_msm(features: np.ndarray, *, lag_frames: int, tica_dim: int, clusters: i
     macrostates: requested PCCA+ sets; reduced with a RuntimeWarning when unsupported.
     seed: k-means++ seed.
     """
+    # deeptime imports torch when it is installed (seconds), so only fitting pays for it.
+    from deeptime.clustering import KMeans
+    from deeptime.decomposition import TICA
+    from deeptime.util.validation import implied_timescales
+
     features = np.asarray(features, dtype=np.float64)
     n_frames = features.shape[0]
     if lag_frames < 1 or 2 * lag_frames >= n_frames:
@@ -118,7 +146,8 @@ def fit_msm(features: np.ndarray, *, lag_frames: int, tica_dim: int, clusters: i
     if clusters > n_frames:
         notes.append(f"k-means reduced from {clusters} to {n_frames} clusters (one per frame)")
         clusters = n_frames
-    tica = TICA(lagtime=lag_frames, dim=min(tica_dim, features.shape[1])).fit(features).fetch_model()
+    tica_dim = min(tica_dim, features.shape[1])
+    tica = TICA(lagtime=lag_frames, dim=tica_dim).fit(features).fetch_model()
     projected = tica.transform(features)
     kmeans = KMeans(n_clusters=clusters, init_strategy="kmeans++", fixed_seed=seed,
                     n_jobs=1).fit(projected).fetch_model()

@@ -107,8 +107,8 @@ def msm_overview(populations: Mapping[str, np.ndarray], tica: Mapping[str, np.nd
     n_macro = len(next(iter(populations.values())))
     width = 0.8 / len(labels)
     for k, label in enumerate(labels):
-        left.bar(np.arange(n_macro) + (k - (len(labels) - 1) / 2) * width, populations[label],
-                 width=width, label=label)
+        left.bar(np.arange(n_macro) + (k - (len(labels) - 1) / 2) * width,
+                 np.asarray(populations[label], dtype=float), width=width, label=label)
     left.set_xticks(np.arange(n_macro), [str(m + 1) for m in range(n_macro)])
     left.set_xlabel("macrostate (PCCA+ of reference MSM)")
     left.set_ylabel("population")
@@ -140,8 +140,8 @@ def implied_timescales(lags_ps: np.ndarray, timescales_ps: np.ndarray, path: Pat
     for k in range(timescales_ps.shape[1]):
         ax.plot(lags_ps, timescales_ps[:, k], marker="o", ms=3, label=f"process {k + 1}")
     if timescales_ps.size:
-        ax.fill_between(lags_ps, 1e-3 * np.min(lags_ps), lags_ps, color="grey", alpha=0.3,
-                        label="timescale < lag")
+        bottom = 0.5 * min(np.nanmin(timescales_ps), np.min(lags_ps))
+        ax.fill_between(lags_ps, bottom, lags_ps, color="grey", alpha=0.3, label="timescale < lag")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
     else:
@@ -175,8 +175,9 @@ def summary(table: pd.DataFrame, path: Path | str, *, metrics: Sequence[str],
             err = None
             low, high = f"jamun_ci_low.{metric}", f"jamun_ci_high.{metric}"
             if comparison == "jamun" and low in table and high in table:
-                err = np.abs(np.vstack([values - table[low].to_numpy(dtype=float),
-                                        table[high].to_numpy(dtype=float) - values]))
+                # Percentile intervals of a biased statistic need not contain the estimate.
+                err = np.clip(np.vstack([values - table[low].to_numpy(dtype=float),
+                                         table[high].to_numpy(dtype=float) - values]), 0, None)
             ax.bar(x + (k - (len(comparisons) - 1) / 2) * width, values, width=width, yerr=err,
                    capsize=2, label=comparison)
         ax.set_ylabel(f"{metric} (nats)", fontsize=8)

@@ -1,8 +1,9 @@
 """Measured-cost bookkeeping: MD of equal wall time and prefix lengths for JSD-vs-time curves.
 
-Costs come from the run records: md.json (`wall_seconds`, `n_frames`) and sample.json
-(`wall_seconds`). A prefix of a run is charged pro rata (k of n frames cost k/n of the wall time),
-which ignores setup costs but keeps both methods on the same footing.
+Costs come from the run records: md.json (`production_wall_seconds` or `wall_seconds`,
+`n_frames`) and sample.json (`wall_seconds`, shared by `batch_peptides`). A prefix of a run is
+charged pro rata (k of n frames cost k/n of the wall time), which ignores setup costs but keeps
+both methods on the same footing.
 """
 
 from __future__ import annotations
@@ -13,14 +14,33 @@ import numpy as np
 
 
 def seconds_per_frame(run_record: dict, name: str = "md.json") -> float:
-    """Measured wall seconds per saved frame of a run record with `wall_seconds` and `n_frames`."""
-    try:
-        seconds, frames = float(run_record["wall_seconds"]), int(run_record["n_frames"])
-    except KeyError as err:
-        raise ValueError(f"{name} lacks {err.args[0]!r}; need 'wall_seconds' and 'n_frames'") from None
-    if seconds <= 0 or frames <= 0:
-        raise ValueError(f"{name}: wall_seconds={seconds} and n_frames={frames} must be positive")
-    return seconds / frames
+    """Measured wall seconds per saved frame of an MD run record (md.json).
+
+    Uses `production_wall_seconds` when recorded, else `wall_seconds`, over `n_frames`:
+    equilibration is a fixed cost that more frames do not repeat, and leaving it out charges MD
+    the least per frame (the comparison never flatters the sampler).
+    """
+    seconds = run_record.get("production_wall_seconds", run_record.get("wall_seconds"))
+    frames = run_record.get("n_frames")
+    if seconds is None or frames is None:
+        raise ValueError(f"{name} lacks 'wall_seconds' (or 'production_wall_seconds') or "
+                         f"'n_frames'; keys present: {sorted(run_record)}")
+    if float(seconds) <= 0 or int(frames) <= 0:
+        raise ValueError(f"{name}: wall seconds {seconds} and n_frames {frames} must be positive")
+    return float(seconds) / int(frames)
+
+
+def sampler_seconds(sample_record: dict, sequence: str, name: str = "sample.json") -> float:
+    """Measured sampler wall seconds charged to `sequence` (s).
+
+    Peptides sampled together in one batch (`batch_peptides`) share its wall time equally.
+    """
+    if "wall_seconds" not in sample_record:
+        raise ValueError(f"{name} lacks 'wall_seconds'; keys present: {sorted(sample_record)}")
+    batch = sample_record.get("batch_peptides") or [sequence]
+    if sequence not in batch:
+        raise ValueError(f"{name} was sampled for {batch}, not for peptide {sequence}")
+    return float(sample_record["wall_seconds"]) / len(batch)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Bond lengths are compared with the reference MD's mean length of each heavy-atom bond; chirality
 is the sign of the signed volume at every CA that has a CB (glycine has none):
-V = (N − CA) · ((C − CA) × (CB − CA)), positive for L-amino acids (checked on crystal-derived
-structures in the tests).
+V = (N − CA) · ((C − CA) × (CB − CA)), positive for L-amino acids (checked in the tests on the
+villin headpiece structure shipped with OpenMM).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def heavy_atom_bonds(topology: mdtraj.Topology) -> np.ndarray:
 
 
 def atom_keys(topology: mdtraj.Topology) -> list[tuple[int, str]]:
-    """(residue index, atom name) of every atom: matches atoms across all-atom and heavy-atom files."""
+    """(residue index, atom name) of every atom: matches atoms across all-atom and heavy-atom
+    files."""
     return [(atom.residue.index, atom.name) for atom in topology.atoms]
 
 
@@ -35,7 +36,8 @@ def map_atoms(source: mdtraj.Topology, target: mdtraj.Topology, indices: np.ndar
     keys = atom_keys(source)
     missing = [keys[i] for i in np.unique(indices) if keys[i] not in lookup]
     if missing:
-        raise ValueError(f"atom {missing[0]} (residue index, name) of {source} is missing in {target}")
+        raise ValueError(f"atom {missing[0]} (residue index, name) of {source} is missing in "
+                         f"{target}")
     return np.vectorize(lambda i: lookup[keys[i]], otypes=[np.int64])(indices)
 
 

@@ -9,31 +9,22 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["segment_mean", "kabsch_rotations", "kabsch_align"]
+from jamun.data.graph import GraphBatch, graph_mean
+
+__all__ = ["kabsch_rotations", "kabsch_align"]
 
 
-def segment_mean(values: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
-    """Per-graph mean of per-atom rows.
-
-    values: (N, k); batch: (N,) graph id in [0, num_graphs). Returns (num_graphs, k).
-    Every graph must own at least one atom.
-    """
-    sums = values.new_zeros((num_graphs, values.shape[1])).index_add_(0, batch, values)
-    counts = torch.bincount(batch, minlength=num_graphs).clamp_min(1).to(values.dtype)
-    return sums / counts[:, None]
-
-
-def kabsch_rotations(
-    mobile: torch.Tensor, target: torch.Tensor, batch: torch.Tensor, num_graphs: int
-) -> torch.Tensor:
+def kabsch_rotations(mobile: torch.Tensor, target: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
     """Proper rotations (det = +1) minimising sum_i |R m_i - t_i|^2 for every graph.
 
-    mobile, target: (N, 3), already centred per graph; batch: (N,). Returns (num_graphs, 3, 3).
+    mobile, target: (N, 3), already centred per graph; only ``graph.batch`` (N,) and
+    ``graph.num_graphs`` are used. Returns (num_graphs, 3, 3).
     The SVD runs in float64: for nearly planar or tiny clouds float32 loses the sign of the
     smallest singular direction, which is exactly what decides rotation versus reflection.
     """
     m = mobile.double()
     t = target.double()
+    batch, num_graphs = graph.batch, graph.num_graphs
     # Cross-covariance H_g = sum_i m_i t_i^T, accumulated per graph.
     outer = (m[:, :, None] * t[:, None, :]).reshape(-1, 9)  # [N, 9]
     h = m.new_zeros((num_graphs, 9)).index_add_(0, batch, outer).reshape(num_graphs, 3, 3)
@@ -49,18 +40,15 @@ def kabsch_rotations(
 
 
 @torch.no_grad()
-def kabsch_align(
-    mobile: torch.Tensor, target: torch.Tensor, batch: torch.Tensor, num_graphs: int
-) -> torch.Tensor:
+def kabsch_align(mobile: torch.Tensor, target: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
     """Rotate and translate each graph of ``mobile`` onto ``target`` (least squares, no mirror).
 
-    mobile, target: (N, 3) nm, same atoms in the same order; batch: (N,) graph id.
+    mobile, target: (N, 3) nm, same atoms in the same order, graphs as in ``graph``.
     Returns (N, 3) nm: mobile centred per graph, rotated by the optimal proper rotation, then
     moved to target's per-graph centroid. Alignment is a data transform, so no gradient flows.
     """
-    mobile_centroid = segment_mean(mobile, batch, num_graphs)
-    target_centroid = segment_mean(target, batch, num_graphs)
-    m = mobile - mobile_centroid[batch]
-    t = target - target_centroid[batch]
-    rot = kabsch_rotations(m, t, batch, num_graphs)
+    batch = graph.batch
+    target_centroid = graph_mean(target, graph)
+    m = mobile - graph_mean(mobile, graph)[batch]
+    rot = kabsch_rotations(m, target - target_centroid[batch], graph)
     return torch.einsum("nij,nj->ni", rot[batch], m) + target_centroid[batch]

@@ -1,0 +1,17 @@
+"""The JAMUN denoiser: e3nn network, preconditioning and checkpoint io."""
+
+from jamun.model.checkpoint import load, read_checkpoint, save
+from jamun.model.denoiser import MODEL_DEFAULTS, Denoiser, model_config
+from jamun.model.network import EquivariantNetwork
+from jamun.model.precondition import Preconditioning
+
+__all__ = [
+    "MODEL_DEFAULTS",
+    "Denoiser",
+    "EquivariantNetwork",
+    "Preconditioning",
+    "load",
+    "model_config",
+    "read_checkpoint",
+    "save",
+]

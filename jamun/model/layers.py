@@ -6,6 +6,13 @@ import torch
 from e3nn import nn as e3nn_nn
 from e3nn import o3
 
+from jamun.model.convolution import TensorProductConvolution
+
+
+def multiplicities(irreps: o3.Irreps) -> tuple[int, int]:
+    """(number of 0e, number of 1e) in irreps made of those two only."""
+    return irreps.count("0e"), irreps.count("1e")
+
 
 def channel_index(irreps: o3.Irreps) -> torch.Tensor:
     """(irreps.dim,) LongTensor: the channel (irrep copy) each feature component belongs to."""
@@ -17,27 +24,23 @@ def channel_index(irreps: o3.Irreps) -> torch.Tensor:
 class InteractionBlock(torch.nn.Module):
     """Tensor-product convolution, gate, noise-conditional scaling and gated skip.
 
-    ``h_i <- skip(h_i) + g * s(c_noise) * Gate(sum_j w_ij TP(h_j, Y(r_ij); W(e_ij)) / sum_j w_ij)``
+    ``h_i <- skip(h_i) + g * s(c_noise) * Gate(sum_j w_ij m_ij / max(sum_j w_ij, 1))``
 
-    where Y are spherical harmonics of the edge direction (l <= 1, with l = 1 taken as a
-    pseudovector 1e so that parity is not a symmetry), W(e_ij) per-edge tensor-product weights from
-    an MLP of the edge features (radial basis + edge type), w_ij the cutoff envelope (1 for bonds)
-    making the mean over neighbours smooth in the coordinates, s a per-channel scale from the noise
-    embedding and g a learned per-channel gate of the residual update (both scalars per irrep copy,
-    so equivariance is kept).
+    with m_ij the :class:`TensorProductConvolution` messages, w_ij the cutoff envelope (1 for
+    bonds), which makes the mean over neighbours smooth in the coordinates, s a per-channel scale
+    from the noise embedding and g a learned per-channel gate of the residual update. s and g are
+    scalars per irrep copy, so equivariance is kept.
 
     Parameters
     ----------
     irreps_in
-        Irreps of the input features.
+        Input features ``ax0e + bx1e`` (b may be 0).
     irreps_hidden
-        Irreps of the output features, only 0e and 1e (e.g. ``120x0e + 32x1e``).
-    irreps_sh
-        Irreps of the edge spherical harmonics (``1x0e + 1x1e``).
+        Output features ``sx0e + vx1e``.
     num_edge_features
-        Width of the per-edge invariant features feeding the weight MLP.
+        Width of the invariant edge features.
     radial_hidden
-        Hidden width of the two-layer weight MLP.
+        Hidden width of the edge-weight MLP.
     num_noise_features
         Width of the noise embedding.
     """
@@ -46,7 +49,6 @@ class InteractionBlock(torch.nn.Module):
         self,
         irreps_in: o3.Irreps,
         irreps_hidden: o3.Irreps,
-        irreps_sh: o3.Irreps,
         num_edge_features: int,
         radial_hidden: int,
         num_noise_features: int,
@@ -54,17 +56,13 @@ class InteractionBlock(torch.nn.Module):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_hidden)
-        scalars = o3.Irreps([(mul, ir) for mul, ir in self.irreps_out if ir.l == 0])
-        vectors = o3.Irreps([(mul, ir) for mul, ir in self.irreps_out if ir.l > 0])
-        gates = o3.Irreps(f"{vectors.num_irreps}x0e")
-
-        self.tp = o3.FullyConnectedTensorProduct(
-            self.irreps_in, irreps_sh, scalars + gates + vectors, shared_weights=False, internal_weights=False
+        num_scalars, num_vectors = multiplicities(self.irreps_out)
+        self.convolution = TensorProductConvolution(
+            *multiplicities(self.irreps_in), num_scalars + num_vectors, num_vectors, num_edge_features, radial_hidden
         )
-        self.weight_mlp = e3nn_nn.FullyConnectedNet(
-            [num_edge_features, radial_hidden, radial_hidden, self.tp.weight_numel], torch.nn.functional.silu
+        self.gate = e3nn_nn.Gate(
+            f"{num_scalars}x0e", [torch.nn.functional.silu], f"{num_vectors}x0e", [torch.sigmoid], f"{num_vectors}x1e"
         )
-        self.gate = e3nn_nn.Gate(scalars, [torch.nn.functional.silu], gates, [torch.sigmoid], vectors)
         self.noise_scale = torch.nn.Linear(num_noise_features, self.irreps_out.num_irreps)
         torch.nn.init.zeros_(self.noise_scale.weight)  # scale 1 at initialisation, whatever sigma
         torch.nn.init.ones_(self.noise_scale.bias)
@@ -75,11 +73,13 @@ class InteractionBlock(torch.nn.Module):
     def forward(
         self,
         h: torch.Tensor,
-        sh: torch.Tensor,
+        direction: torch.Tensor,
         edge_features: torch.Tensor,
         edge_weight: torch.Tensor,
         inverse_weight_sum: torch.Tensor,
         edge_index: torch.Tensor,
+        slot: torch.Tensor,
+        num_slots: int,
         noise_features: torch.Tensor,
     ) -> torch.Tensor:
         """Update node features.
@@ -88,8 +88,8 @@ class InteractionBlock(torch.nn.Module):
         ----------
         h
             (N, irreps_in.dim) node features.
-        sh
-            (E, irreps_sh.dim) spherical harmonics of the edge vectors r_j - r_i.
+        direction
+            (E, 3) sqrt(3) * unit vector of r_j - r_i.
         edge_features
             (E, num_edge_features) invariant edge features.
         edge_weight
@@ -97,7 +97,9 @@ class InteractionBlock(torch.nn.Module):
         inverse_weight_sum
             (N,) 1 / max(sum of incoming edge weights, 1).
         edge_index
-            (2, E) source j, target i.
+            (2, E) source j, target i, grouped by source.
+        slot, num_slots
+            See :func:`jamun.model.convolution.source_slots`.
         noise_features
             (num_noise_features,) or (N, num_noise_features) noise embedding.
 
@@ -106,11 +108,12 @@ class InteractionBlock(torch.nn.Module):
         (N, irreps_out.dim) node features.
         """
         source, target = edge_index
-        messages = self.tp(h[source], sh, self.weight_mlp(edge_features)) * edge_weight[:, None]  # [E, tp_out]
+        messages = self.convolution(h, direction, edge_features, source, slot, num_slots)
+        messages = messages * edge_weight[:, None]  # [E, s + v + 3v]
         aggregated = h.new_zeros(h.shape[0], messages.shape[1]).index_add_(0, target, messages)
         update = self.gate(aggregated * inverse_weight_sum[:, None])  # [N, irreps_out.dim]
         scale = self.noise_scale(noise_features) * torch.sigmoid(self.skip_gate)  # [..., channels]
         return self.skip(h) + update * scale[..., self.channel]
 
     def extra_repr(self) -> str:
-        return f"{self.irreps_in} -> {self.irreps_out}, tp weights per edge={self.tp.weight_numel}"
+        return f"{self.irreps_in} -> {self.irreps_out}"

@@ -6,13 +6,11 @@ import torch
 from e3nn import o3
 
 from jamun.data.graph import GraphBatch
+from jamun.model.convolution import source_slots
 from jamun.model.embedding import NUM_NOISE_FEATURES, AtomEmbedding, NoiseEmbedding
 from jamun.model.layers import InteractionBlock
 from jamun.model.radial import RadialEmbedding
 
-# l = 1 harmonics as 1e (pseudovector): parity then maps no feature to its mirror image, so mirror
-# images (chirality) can be told apart while rotations act exactly as on vectors.
-IRREPS_SH = o3.Irreps("1x0e + 1x1e")
 IRREPS_OUT = o3.Irreps("1x1e")
 
 
@@ -57,12 +55,11 @@ class EquivariantNetwork(torch.nn.Module):
         num_scalars = sum(mul for mul, ir in irreps_hidden if ir.l == 0)
         self.atom_embedding = AtomEmbedding(num_scalars)
         self.noise_embedding = NoiseEmbedding()
-        self.spherical_harmonics = o3.SphericalHarmonics(IRREPS_SH, normalize=True, normalization="component")
         self.radial = RadialEmbedding(num_radial, r_max)
         self.edge_type = torch.nn.Embedding(2, num_radial)  # 0 non-bonded, 1 covalent bond
         irreps_in = [o3.Irreps(f"{num_scalars}x0e")] + [irreps_hidden] * (num_layers - 1)
         self.layers = torch.nn.ModuleList(
-            InteractionBlock(irreps, irreps_hidden, IRREPS_SH, 2 * num_radial, radial_hidden, NUM_NOISE_FEATURES)
+            InteractionBlock(irreps, irreps_hidden, 2 * num_radial, radial_hidden, NUM_NOISE_FEATURES)
             for irreps in irreps_in
         )
         self.readout = o3.Linear(irreps_hidden, IRREPS_OUT)
@@ -89,9 +86,14 @@ class EquivariantNetwork(torch.nn.Module):
         -------
         (N, 3) vector per atom (the 1e output; its components are x, y, z).
         """
+        order = torch.argsort(edge_index[0], stable=True)  # group edges by source atom
+        edge_index, is_bond = edge_index[:, order], is_bond[order]
         source, target = edge_index
+        slot, num_slots = source_slots(source, pos.shape[0])
         vectors = pos[source] - pos[target]  # [E, 3]
-        sh = self.spherical_harmonics(vectors)  # [E, 4]
+        # l = 1 harmonics, taken as a pseudovector (1e): no feature is then odd under parity, so
+        # mirror images (chirality) can be told apart while rotations act exactly as on vectors.
+        direction = 3**0.5 * torch.nn.functional.normalize(vectors, dim=1)  # [E, 3]
         basis, envelope = self.radial(vectors.norm(dim=1))
         edge_features = torch.cat([basis, self.edge_type(is_bond.long())], dim=1)  # [E, 2 * num_radial]
         edge_weight = torch.where(is_bond, torch.ones_like(envelope), envelope)  # [E]
@@ -100,5 +102,7 @@ class EquivariantNetwork(torch.nn.Module):
         noise_features = self.noise_embedding(c_noise)
         h = self.atom_embedding(graph)
         for layer in self.layers:
-            h = layer(h, sh, edge_features, edge_weight, inverse_weight_sum, edge_index, noise_features)
+            h = layer(
+                h, direction, edge_features, edge_weight, inverse_weight_sum, edge_index, slot, num_slots, noise_features
+            )
         return self.readout(h)

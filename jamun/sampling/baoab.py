@@ -33,7 +33,7 @@ class NonFiniteChainError(FloatingPointError):
     Attributes
     ----------
     chain: the chain id (``chain_of_row`` of the first bad row).
-    step: the first walk step (1-based) at which it was non-finite.
+    step: the walk step (1-based; 0 for the initial positions) at which it was non-finite.
     """
 
     def __init__(self, chain: int, step: int, message: str | None = None) -> None:
@@ -149,14 +149,18 @@ class BAOAB:
         Raises
         ------
         NonFiniteChainError
-            When a row of y or xhat is non-finite; checked at every save and after the last step
-            (each check syncs with the device, so it rides on the saves), naming the first step.
+            As soon as a row of y or xhat is non-finite (step 0: the initial y0), naming its chain.
         """
         for name, value, low in (("steps", steps, 0), ("burn_in", burn_in, 0), ("save_every", save_every, 1)):
             if not (isinstance(value, int) and value >= low):
                 raise ValueError(f"walk {name} must be an integer >= {low}, got {value!r}")
         if burn_in > steps:
             raise ValueError(f"walk burn_in ({burn_in}) must not exceed steps ({steps})")
+        return self._walk(denoise, y0, steps, burn_in, save_every, generator, chain_of_row)
+
+    def _walk(self, denoise: Denoise, y0: Tensor, steps: int, burn_in: int, save_every: int,
+              generator: torch.Generator | None, chain_of_row: Tensor | None) -> Iterator[Jump]:
+        """The generator behind ``walk`` (split off so that bad arguments fail at the call)."""
         half_dt = 0.5 * self.dt
         kick = half_dt / self.mass
         c = self.velocity_retention
@@ -164,8 +168,6 @@ class BAOAB:
         rows = y0.reshape(-1, y0.shape[-1]).shape[0]
         if chain_of_row is None:
             chain_of_row = torch.arange(rows, device=y0.device)
-        never = steps + 1
-        first_bad_step = torch.full((rows,), never, dtype=torch.long, device=y0.device)
 
         def randn() -> Tensor:
             return torch.randn(y0.shape, generator=generator, dtype=y0.dtype, device=y0.device)
@@ -173,6 +175,7 @@ class BAOAB:
         y = y0.clone()
         v = randn() / math.sqrt(self.mass)  # v0 ~ N(0, I / M)
         xhat = denoise(y)
+        _check_finite(y, xhat, 0, chain_of_row)
         score = self.score(y, xhat)
         for step in range(1, steps + 1):
             v = v + kick * score  # B
@@ -182,17 +185,18 @@ class BAOAB:
             xhat = denoise(y)  # the step's only forward pass
             score = self.score(y, xhat)
             v = v + kick * score  # B
-            finite = torch.isfinite(y).all(dim=-1) & torch.isfinite(xhat).all(dim=-1)
-            first_bad_step = torch.where(finite.reshape(-1), first_bad_step, first_bad_step.clamp_max(step))
-            saving = step > burn_in and (step - burn_in) % save_every == 0
-            if saving or step == steps:
-                _raise_if_nonfinite(first_bad_step, never, chain_of_row)
-            if saving:
+            _check_finite(y, xhat, step, chain_of_row)
+            if step > burn_in and (step - burn_in) % save_every == 0:
                 yield Jump(step, y, xhat)
 
 
-def _raise_if_nonfinite(first_bad_step: Tensor, never: int, chain_of_row: Tensor) -> None:
-    """Raise NonFiniteChainError for the row that went bad first, if any did."""
-    step, row = first_bad_step.min(dim=0)
-    if int(step) < never:
-        raise NonFiniteChainError(chain=int(chain_of_row[row]), step=int(step))
+def _check_finite(y: Tensor, xhat: Tensor, step: int, chain_of_row: Tensor) -> None:
+    """Raise NonFiniteChainError for the first particle row whose y or xhat is NaN or infinite.
+
+    One host sync per step; the denoiser's radius graph syncs every step anyway, and stopping at
+    once keeps a NaN from reaching the next forward pass.
+    """
+    finite = (torch.isfinite(y).all(dim=-1) & torch.isfinite(xhat).all(dim=-1)).reshape(-1)
+    if not bool(finite.all()):
+        row = int(torch.nonzero(~finite)[0])
+        raise NonFiniteChainError(chain=int(chain_of_row[row]), step=step)

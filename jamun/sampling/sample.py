@@ -175,7 +175,7 @@ class SampleTarget:
     sequence: str
     system_pdb: Path
     out_dir: Path
-    init_frames: Path | None = None
+    init_trajectory: Path | None = None
 
 
 def _load_system(target: SampleTarget) -> tuple[mdtraj.Trajectory, TopologyFeatures, Tensor]:
@@ -190,9 +190,9 @@ def _load_system(target: SampleTarget) -> tuple[mdtraj.Trajectory, TopologyFeatu
             f"{target.system_pdb} holds peptide {features.sequence!r}, not the requested {sequence!r}"
         )
     heavy = features.heavy_atom_indices
-    if target.init_frames is None:
+    if target.init_trajectory is None:
         return system, features, torch.from_numpy(system.xyz[0, heavy])
-    return system, features, torch.from_numpy(_read_frames(Path(target.init_frames), system.n_atoms, heavy))
+    return system, features, torch.from_numpy(_read_frames(Path(target.init_trajectory), system.n_atoms, heavy))
 
 
 def _read_frames(path: Path, n_atoms: int, heavy: np.ndarray) -> np.ndarray:
@@ -313,7 +313,7 @@ def sample_peptides(
             "residues": residue_label(target.sequence),
             "model": str(model_path),
             "system_pdb": str(target.system_pdb),
-            "init": "minimized system.pdb" if target.init_frames is None else str(target.init_frames),
+            "init": "minimized system.pdb" if target.init_trajectory is None else str(target.init_trajectory),
             "n_atoms": int(len(features.heavy_atom_indices)),
             "sigma_nm": float(denoiser.sigma),
             "dt": integrator.dt,
@@ -339,6 +339,8 @@ def sample_peptides(
         (work / "sample.json").write_text(json.dumps(info, indent=2) + "\n")
         for name in OUTPUTS:  # sample.json last: its presence marks a complete run
             os.replace(work / name, target.out_dir / name)
+        with contextlib.suppress(OSError):  # keep .work only if something else lives there
+            work.rmdir()
         results.append(info)
     return results
 
@@ -349,12 +351,12 @@ def sample_peptide(
     model_path: Path | str,
     out_dir: Path | str,
     *,
-    init_frames: Path | str | None = None,
+    init_trajectory: Path | str | None = None,
     device: str = "auto",
     progress: bool = True,
     **sample_cfg: Any,
 ) -> dict[str, Any]:
     """Sample one peptide; see ``sample_peptides``. Returns the sample.json content."""
     target = SampleTarget(sequence, Path(system_pdb), Path(out_dir),
-                          None if init_frames is None else Path(init_frames))
+                          None if init_trajectory is None else Path(init_trajectory))
     return sample_peptides([target], model_path, device=device, progress=progress, **sample_cfg)[0]

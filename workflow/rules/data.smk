@@ -18,6 +18,8 @@ rule shard:
     params:
         data=settings("data"),
         peptides=lambda wc: config["peptides"][wc.split],
+    conda:
+        "../../envs/torch.yaml"
     log:
         "results/logs/shard/{split}.log",
     benchmark:

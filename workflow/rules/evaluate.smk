@@ -10,6 +10,7 @@ rule evaluate:
         replicate_meta="results/md/{peptide}/replicate/md.json",
         samples="results/samples/{peptide}/samples.xtc",
         samples_meta="results/samples/{peptide}/sample.json",
+        samples_topology="results/samples/{peptide}/topology.pdb",
     output:
         metrics="results/evaluate/{peptide}/metrics.json",
         ramachandran=report(
@@ -39,6 +40,8 @@ rule evaluate:
     params:
         evaluate=settings("evaluate"),
         role=lambda wc: ROLES.report_label(wc.peptide),
+    conda:
+        "../../envs/analysis.yaml"
     log:
         "results/logs/evaluate/{peptide}.log",
     benchmark:
@@ -63,29 +66,25 @@ rule summarize:
             caption="../report/summary.rst",
             category="Summary",
         ),
-    log:
-        "results/logs/summarize/summarize.log",
-    shell:
-        "{JAMUN} summarize {input} -o results/summary > {log} 2>&1"
-
-
-rule provenance:
-    output:
-        report(
+        provenance=report(
             "results/summary/provenance.txt",
             caption="../report/provenance.rst",
             category="Summary",
         ),
     params:
+        # The whole config, for the provenance record; every config change reaches this rule
+        # through its inputs anyway, so this param reruns nothing extra.
         config=json.dumps(config, sort_keys=True),
+    conda:
+        "../../envs/analysis.yaml"
     log:
-        "results/logs/provenance/provenance.log",
+        "results/logs/summarize/summarize.log",
     shell:
-        "{JAMUN} provenance -o {output} --settings {params.config:q} > {log} 2>&1"
+        "({JAMUN} summarize {input} -o results/summary && "
+        "{JAMUN} provenance -o {output.provenance} --settings {params.config:q}) > {log} 2>&1"
 
 
 localrules:
     build,
     evaluate,
     summarize,
-    provenance,

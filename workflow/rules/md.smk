@@ -6,6 +6,8 @@
 rule build:
     output:
         "results/md/{peptide}/system.pdb",
+    conda:
+        "../../envs/md.yaml"
     log:
         "results/logs/build/{peptide}.log",
     benchmark:
@@ -28,12 +30,15 @@ rule simulate:
     params:
         md=settings("md"),
         role=lambda wc: ROLES.md_role(wc.peptide),
+    conda:
+        "../../envs/md.yaml"
     log:
         "results/logs/simulate/{peptide}.log",
     benchmark:
         "results/benchmarks/simulate/{peptide}.tsv"
     threads: 1 if config["md"]["protocol"] == "implicit" else 4
     resources:
+        gpu=1 if config["md"]["platform"] == "CUDA" else 0,
         mem_mb=4000,
         runtime=24 * 60,
     shell:
@@ -50,12 +55,15 @@ rule simulate_replicate:
         meta="results/md/{peptide}/replicate/md.json",
     params:
         md=settings("md"),
+    conda:
+        "../../envs/md.yaml"
     log:
         "results/logs/simulate_replicate/{peptide}.log",
     benchmark:
         "results/benchmarks/simulate_replicate/{peptide}.tsv"
     threads: 1 if config["md"]["protocol"] == "implicit" else 4
     resources:
+        gpu=1 if config["md"]["platform"] == "CUDA" else 0,
         mem_mb=4000,
         runtime=24 * 60,
     shell:

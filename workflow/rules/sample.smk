@@ -12,6 +12,8 @@ rule sample:
         meta="results/samples/{peptide}/sample.json",
     params:
         sample=settings("sample"),
+    conda:
+        "../../envs/torch.yaml"
     log:
         "results/logs/sample/{peptide}.log",
     benchmark:

@@ -25,6 +25,8 @@ rule train:
     params:
         train=settings("train"),
         launcher=train_launcher(),
+    conda:
+        "../../envs/torch.yaml"
     log:
         "results/logs/train/train.log",
     benchmark:

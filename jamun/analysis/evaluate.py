@@ -1,0 +1,392 @@
+"""Evaluate one peptide: JAMUN samples and MD of equal wall time against the reference MD.
+
+Inputs (DESIGN.md §2): reference MD `traj.xtc`, `topology.pdb` (all atoms), `md.json`; an
+independent replicate MD `traj.xtc`, `md.json` on the same topology; JAMUN `samples.xtc`,
+`topology.pdb` (heavy atoms), `sample.json`. Everything is compared on heavy atoms.
+
+Comparisons, each a dict of JSDs (nats) and JS distances (√nats) against the reference:
+- "jamun": all samples; bootstrap 95% CIs over chains in "jamun_ci_low" / "jamun_ci_high";
+- "md_equal_time": the replicate prefix that cost as much wall time as the sampler;
+- "replicate_floor": the replicate prefix with as many frames as JAMUN has samples (finite-sample
+  floor: what an independent MD run of that size scores).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+
+from jamun.analysis import plots
+from jamun.analysis.dihedrals import (BackboneDihedrals, backbone_dihedrals, check_same_residues,
+                                      dihedral_features)
+from jamun.analysis.jsd import bin_index, js_distance, jsd_from_counts, sparse_counts
+from jamun.analysis.msm import UNASSIGNED, MSMFit, fit_msm, macrostate_fractions
+from jamun.analysis.timing import (equal_time_prefix, prefix_lengths, sampler_seconds,
+                                   seconds_per_frame)
+from jamun.analysis.validity import (bond_length_ok, heavy_atom_bonds, l_chirality_ok,
+                                     map_atoms)
+from jamun.peptides import residue_label, validate_sequence
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("train", "held-out")
+COMPARISONS = ("jamun", "md_equal_time", "replicate_floor")
+CURVE_METRICS = ("jsd_rama_mean", "jsd_1d_mean", "jsd_macrostates")
+SEED = 0
+CI_PERCENTILES = (2.5, 97.5)
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """The `evaluate:` config section (the `msm:` sub-keys flattened in). Units: ps, nm."""
+
+    bins_1d: int = 100
+    bins_rama: int = 50
+    bins_4d: int = 10
+    bootstrap: int = 100
+    time_points: int = 12
+    tica_lag_ps: float = 10.0
+    tica_dim: int = 5
+    clusters: int = 200
+    macrostates: int = 10
+    bond_tolerance_nm: float = 0.02
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> EvaluateSettings:
+        """Settings from the `evaluate:` section; missing keys take the defaults above."""
+        flat = {key: value for key, value in cfg.items() if key != "msm"}
+        flat.update(cfg.get("msm") or {})
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(flat) - set(valid))
+        if unknown:
+            raise ValueError(f"evaluate config: unknown key(s) {unknown}; valid keys are {valid} "
+                             "(tica_lag_ps, tica_dim, clusters, macrostates under msm:)")
+        return cls(**flat)
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"run record {path} not found")
+    return json.loads(path.read_text())
+
+
+def _load_heavy(xtc: Path, topology_pdb: Path) -> mdtraj.Trajectory:
+    """Heavy-atom frames of `xtc` on `topology_pdb` (hydrogens dropped if present)."""
+    for path in (xtc, topology_pdb):
+        if not path.is_file():
+            raise FileNotFoundError(f"trajectory input {path} not found")
+    topology = mdtraj.load_topology(str(topology_pdb))
+    heavy = [atom.index for atom in topology.atoms if atom.element.symbol != "H"]
+    return mdtraj.load(str(xtc), top=str(topology_pdb), atom_indices=heavy)
+
+
+def metric_labels(dihedrals: BackboneDihedrals, fit: MSMFit,
+                  settings: EvaluateSettings) -> dict[str, np.ndarray]:
+    """Per-frame labels (n_frames,) int64 of every histogram the JSDs compare.
+
+    "rama_<i>": (φ_i, ψ_i) bin; "1d_<phi|psi>_<i>": one torsion's bin; "4d": joint bin of
+    (φ1, ψ1, φ2, ψ2) (dipeptides only); "macrostates": reference-MSM macrostate or UNASSIGNED.
+    """
+    torsions = dihedrals.torsions
+    labels = {f"rama_{i + 1}": bin_index(dihedrals.angles[:, i], settings.bins_rama)
+              for i in range(len(dihedrals.residues))}
+    labels |= {f"1d_{name}": bin_index(torsions[:, j], settings.bins_1d)
+               for j, name in enumerate(dihedrals.labels)}
+    if len(dihedrals.residues) == 2:
+        labels["4d"] = bin_index(torsions, settings.bins_4d)
+    labels["macrostates"] = fit.assign(dihedral_features(torsions))
+    return labels
+
+
+def reference_histograms(labels: Mapping[str, np.ndarray],
+                         fit: MSMFit) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Sparse reference histograms; macrostates use the MSM's stationary populations."""
+    histograms = {name: sparse_counts(values) for name, values in labels.items()
+                  if name != "macrostates"}
+    histograms["macrostates"] = (np.arange(fit.n_macrostates), fit.stationary)
+    return histograms
+
+
+def jsd_metrics(reference: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                labels: Mapping[str, np.ndarray], rows: slice | np.ndarray) -> dict[str, float]:
+    """JSDs (nats) of the frames `rows` of an ensemble against the reference, plus means and
+    JS distances: keys "jsd_<name>", "jsd_rama_mean", "jsd_1d_mean", "js_distance_<...>".
+
+    jsd_macrostates uses assigned frames only (NaN when none is).
+    """
+    out = {}
+    for name, values in labels.items():
+        sample = values[rows]
+        if name == "macrostates":
+            sample = sample[sample != UNASSIGNED]
+        out[f"jsd_{name}"] = (jsd_from_counts(*reference[name], *sparse_counts(sample))
+                              if sample.size else float("nan"))
+    for group in ("rama", "1d"):
+        out[f"jsd_{group}_mean"] = float(np.mean([v for k, v in out.items()
+                                                  if k.startswith(f"jsd_{group}_")]))
+    out |= {f"js_distance_{key[4:]}": js_distance(value) for key, value in list(out.items())}
+    return out
+
+
+def step_major_rows(steps: int, chains: np.ndarray, n_chains: int) -> np.ndarray:
+    """Frame indices of `chains` (k,) over the first `steps` steps of a step-major sample file
+    (frame = step · n_chains + chain)."""
+    return (np.arange(steps)[:, None] * n_chains + np.asarray(chains)[None, :]).ravel()
+
+
+def bootstrap_ci(reference: Mapping, labels: Mapping[str, np.ndarray], steps: int, n_chains: int,
+                 n_boot: int, rng: np.random.Generator) -> tuple[dict, dict]:
+    """Percentile 95% intervals of every JAMUN metric, resampling whole chains with replacement.
+
+    Chains are independent, frames within a chain are not, so chains are the resampling unit.
+    A resample repeats chains, i.e. holds fewer distinct samples, and finite-sample JSDs are
+    biased upwards, so the interval tends to sit at or above the full-sample estimate.
+    """
+    draws = [jsd_metrics(reference, labels,
+                         step_major_rows(steps, rng.integers(0, n_chains, n_chains), n_chains))
+             for _ in range(n_boot)]
+    keys = list(draws[0])
+    low, high = np.nanpercentile([[d[k] for k in keys] for d in draws], CI_PERCENTILES, axis=0)
+    return dict(zip(keys, low.tolist())), dict(zip(keys, high.tolist()))
+
+
+def _curve(reference: Mapping, labels: Mapping[str, np.ndarray], frames: np.ndarray,
+           seconds: np.ndarray) -> dict[str, list]:
+    """JSD-vs-time curve: prefixes of `frames` rows costing `seconds` (s) each."""
+    points = [jsd_metrics(reference, labels, slice(0, int(n))) for n in frames]
+    metrics = [m for m in CURVE_METRICS + ("jsd_4d",) if m in points[0]]
+    return {"seconds": seconds.tolist(), "frames": frames.tolist(),
+            **{m: [p[m] for p in points] for m in metrics}}
+
+
+def _validity(traj: mdtraj.Trajectory, bonds: np.ndarray, reference_nm: np.ndarray,
+              tolerance_nm: float) -> dict[str, float]:
+    bonds_ok = bond_length_ok(traj, bonds, reference_nm, tolerance_nm)
+    chiral_ok = l_chirality_ok(traj)
+    return {"bonds_ok": float(bonds_ok.mean()), "l_chirality_ok": float(chiral_ok.mean()),
+            "valid": float((bonds_ok & chiral_ok).mean())}
+
+
+def _msm_record(fit: MSMFit, frame_ps: float, populations: Mapping[str, np.ndarray],
+                unassigned: Mapping[str, float]) -> dict:
+    """The metrics.json "msm" section; times converted from frames to ps (`frame_ps` each)."""
+    its_lags, its_timescales = fit.its_table()
+    return {
+        "lag_frames": fit.lag_frames, "lag_ps": fit.lag_frames * frame_ps,
+        "tica_dim": int(fit.tica.output_dimension), "clusters": int(fit.kmeans.n_clusters),
+        "connected_clusters": int(fit.msm.n_states),
+        "macrostates_requested": fit.macrostates_requested, "macrostates": fit.n_macrostates,
+        "notes": fit.notes,
+        "timescales_ps": fit.timescales_frames * frame_ps,
+        "its_lags_ps": its_lags * frame_ps, "its_timescales_ps": its_timescales * frame_ps,
+        **{f"populations_{name}": value for name, value in populations.items()},
+        **{f"unassigned_fraction_{name}": value for name, value in unassigned.items()},
+    }
+
+
+def _jsonable(value):
+    """Plain JSON types; NaN becomes null."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    return value
+
+
+def write_json_atomic(data: dict, path: Path) -> Path:
+    """Write `data` as indented JSON via a temporary file and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_jsonable(data), handle, indent=1)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class Ensembles:
+    """The three ensembles of one peptide, heavy atoms only, with their run records.
+
+    reference, replicate: MD trajectories (reference topology); samples: JAMUN, step-major.
+    dihedrals: {"reference", "replicate", "samples": BackboneDihedrals}, same residues in each.
+    records: {"reference": md.json, "replicate": md.json, "samples": sample.json} contents.
+    """
+
+    reference: mdtraj.Trajectory
+    replicate: mdtraj.Trajectory
+    samples: mdtraj.Trajectory
+    dihedrals: dict[str, BackboneDihedrals]
+    records: dict[str, dict]
+
+    @property
+    def chains(self) -> int:
+        return int(self.records["samples"]["chains"])
+
+    @property
+    def steps(self) -> int:
+        return self.samples.n_frames // self.chains
+
+
+def load_ensembles(sequence: str, reference_dir: Path, replicate_dir: Path,
+                   samples_dir: Path) -> Ensembles:
+    """Read and cross-check the reference MD, its replicate and the JAMUN samples of `sequence`.
+
+    Raises FileNotFoundError for a missing input, ValueError when the files do not belong
+    together (other peptide, other residues, frame count not a multiple of the chains).
+    """
+    records = {"reference": _read_json(reference_dir / "md.json"),
+               "replicate": _read_json(replicate_dir / "md.json"),
+               "samples": _read_json(samples_dir / "sample.json")}
+    topology_pdb = reference_dir / "topology.pdb"
+    reference = _load_heavy(reference_dir / "traj.xtc", topology_pdb)
+    replicate = _load_heavy(replicate_dir / "traj.xtc", topology_pdb)
+    samples = _load_heavy(samples_dir / "samples.xtc", samples_dir / "topology.pdb")
+
+    dihedrals = {"reference": backbone_dihedrals(reference),
+                 "replicate": backbone_dihedrals(replicate),
+                 "samples": backbone_dihedrals(samples)}
+    held = "-".join(dihedrals["reference"].residues)
+    if held != residue_label(sequence):
+        raise ValueError(f"{topology_pdb} holds {held}, not peptide {sequence} "
+                         f"({residue_label(sequence)})")
+    check_same_residues(dihedrals["reference"], dihedrals["replicate"],
+                        f"replicate {replicate_dir}")
+    check_same_residues(dihedrals["reference"], dihedrals["samples"], f"samples {samples_dir}")
+    chains = records["samples"].get("chains")
+    if not isinstance(chains, int) or chains < 1 or samples.n_frames % chains:
+        raise ValueError(f"{samples_dir / 'samples.xtc'} has {samples.n_frames} frames, not a "
+                         f"multiple of chains={chains!r} from sample.json")
+    return Ensembles(reference, replicate, samples, dihedrals, records)
+
+
+def validity_section(ensembles: Ensembles, tolerance_nm: float) -> dict:
+    """Validity fractions of JAMUN samples and (as a baseline) the replicate MD; bond lengths
+    against the reference MD's mean length of each heavy-atom bond."""
+    reference = ensembles.reference
+    bonds = heavy_atom_bonds(reference.topology)
+    mean_nm = mdtraj.compute_distances(reference, bonds, periodic=False).mean(axis=0)
+    sample_bonds = map_atoms(reference.topology, ensembles.samples.topology, bonds)
+    return {"bond_tolerance_nm": tolerance_nm,
+            "jamun": _validity(ensembles.samples, sample_bonds, mean_nm, tolerance_nm),
+            "md_replicate": _validity(ensembles.replicate, bonds, mean_nm, tolerance_nm)}
+
+
+def write_figures(out_dir: Path, ensembles: Ensembles, fit: MSMFit, metrics: dict,
+                  settings: EvaluateSettings) -> None:
+    """ramachandran.png, jsd_vs_time.png, msm.png and its.png of one evaluated peptide."""
+    dih = ensembles.dihedrals
+    equal_frames = metrics["frames"]["md_equal_time"]
+    msm = metrics["msm"]
+    plots.ramachandran({"reference MD": dih["reference"].angles, "JAMUN": dih["samples"].angles,
+                        "MD, equal wall time": dih["replicate"].angles[:equal_frames]},
+                       dih["reference"].residues, out_dir / "ramachandran.png",
+                       bins=settings.bins_rama)
+    curves = metrics["curves"]
+    plots.jsd_vs_time({"JAMUN": curves["jamun"], "replicate MD": curves["md_replicate"]},
+                      CURVE_METRICS, out_dir / "jsd_vs_time.png",
+                      marker_seconds=metrics["timing"]["sampler_wall_seconds"])
+    plots.msm_overview({"reference MD (stationary)": fit.stationary,
+                        "JAMUN": msm["populations_jamun"],
+                        "MD, equal wall time": msm["populations_md_equal_time"]},
+                       {"reference MD": fit.project(dihedral_features(dih["reference"].torsions)),
+                        "JAMUN": fit.project(dihedral_features(dih["samples"].torsions))},
+                       out_dir / "msm.png")
+    plots.implied_timescales(np.asarray(msm["its_lags_ps"], dtype=float),
+                             np.asarray(msm["its_timescales_ps"], dtype=float),
+                             out_dir / "its.png", model_lag_ps=msm["lag_ps"])
+
+
+def evaluate_peptide(sequence: str, reference_dir: Path | str, replicate_dir: Path | str,
+                     samples_dir: Path | str, out_dir: Path | str, eval_cfg: Mapping, *,
+                     role: str) -> dict:
+    """Compare JAMUN samples and MD of equal wall time with the reference MD of one peptide.
+
+    Writes `out_dir/{metrics.json, ramachandran.png, jsd_vs_time.png, msm.png, its.png}` and
+    returns the metrics.json content. role: "train" or "held-out" (recorded, not used).
+    """
+    sequence = validate_sequence(sequence)
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {list(ROLES)}")
+    settings = EvaluateSettings.from_config(eval_cfg)
+    ens = load_ensembles(sequence, Path(reference_dir), Path(replicate_dir), Path(samples_dir))
+    chains, steps, n_samples = ens.chains, ens.steps, ens.samples.n_frames
+
+    sampler_cost = sampler_seconds(ens.records["samples"], sequence, f"{samples_dir}/sample.json")
+    md_cost = seconds_per_frame(ens.records["replicate"], f"{replicate_dir}/md.json")
+    equal_time = equal_time_prefix(sampler_cost, md_cost, ens.replicate.n_frames)
+    floor_frames = min(n_samples, ens.replicate.n_frames)
+
+    frame_ps = float(ens.records["reference"]["save_every_ps"])
+    fit = fit_msm(dihedral_features(ens.dihedrals["reference"].torsions),
+                  lag_frames=max(1, int(round(settings.tica_lag_ps / frame_ps))),
+                  tica_dim=settings.tica_dim, clusters=settings.clusters,
+                  macrostates=settings.macrostates, seed=SEED)
+    labels = {name: metric_labels(dih, fit, settings) for name, dih in ens.dihedrals.items()}
+    histograms = reference_histograms(labels["reference"], fit)
+    jam, rep = labels["samples"], labels["replicate"]
+
+    comparisons = {
+        "jamun": jsd_metrics(histograms, jam, slice(None)),
+        "md_equal_time": jsd_metrics(histograms, rep, slice(0, equal_time.frames)),
+        "replicate_floor": jsd_metrics(histograms, rep, slice(0, floor_frames)),
+    }
+    if settings.bootstrap > 0:
+        low, high = bootstrap_ci(histograms, jam, steps, chains, settings.bootstrap,
+                                 np.random.default_rng(SEED))
+        comparisons |= {"jamun_ci_low": low, "jamun_ci_high": high}
+    if "jsd_4d" in comparisons["jamun"]:
+        logger.info("%s: jsd_4d (%d^4 bins) JAMUN %.4f nats vs replicate floor %.4f nats at %d "
+                    "frames", sequence, settings.bins_4d, comparisons["jamun"]["jsd_4d"],
+                    comparisons["replicate_floor"]["jsd_4d"], floor_frames)
+
+    sample_steps = prefix_lengths(steps, settings.time_points)
+    replicate_frames = prefix_lengths(ens.replicate.n_frames, settings.time_points)
+    curves = {"jamun": _curve(histograms, jam, sample_steps * chains,
+                              sampler_cost * sample_steps / steps),
+              "md_replicate": _curve(histograms, rep, replicate_frames, replicate_frames * md_cost)}
+
+    populations, unassigned = {"reference": fit.stationary}, {}
+    for name, values in (("jamun", jam["macrostates"]),
+                         ("md_equal_time", rep["macrostates"][:equal_time.frames])):
+        populations[name], unassigned[name] = macrostate_fractions(values, fit.n_macrostates)
+
+    metrics = _jsonable({
+        "peptide": sequence, "residues": residue_label(sequence), "role": role,
+        "units": {"jsd": "nats", "js_distance": "sqrt(nats)", "seconds": "measured wall s"},
+        "md_equal_time_capped": equal_time.capped,
+        "frames": {"reference": ens.reference.n_frames, "replicate": ens.replicate.n_frames,
+                   "jamun": n_samples, "chains": chains, "steps": steps,
+                   "md_equal_time": equal_time.frames,
+                   "md_equal_time_target": equal_time.target_frames,
+                   "replicate_floor": floor_frames},
+        "timing": {"sampler_wall_seconds": sampler_cost, "md_seconds_per_frame": md_cost,
+                   "md_equal_time_seconds": equal_time.seconds,
+                   "replicate_floor_capped": floor_frames < n_samples},
+        "bins": {"rama": settings.bins_rama, "1d": settings.bins_1d, "4d": settings.bins_4d},
+        **comparisons,
+        "msm": _msm_record(fit, frame_ps, populations, unassigned),
+        "validity": validity_section(ens, settings.bond_tolerance_nm),
+        "curves": curves,
+    })
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_figures(out_dir, ens, fit, metrics, settings)
+    write_json_atomic(metrics, out_dir / "metrics.json")
+    return metrics

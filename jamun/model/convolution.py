@@ -1,0 +1,126 @@
+"""Tensor-product convolution of scalar (0e) and pseudovector (1e) features, contracted node-first."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import nn as e3nn_nn
+
+
+class TensorProductConvolution(torch.nn.Module):
+    """Per-edge messages m_ij = TP(h_j, Y(r_ij); W_ij) with weights from an MLP of edge features.
+
+    TP is the fully connected ("uvw") tensor product of h_j with the spherical harmonics
+    Y = (1, sqrt(3) r_hat) (component normalisation; l = 1 taken as 1e), over the five paths
+    0e x 0e -> 0e, 0e x 1e -> 1e, 1e x 0e -> 1e, 1e x 1e -> 0e (dot / sqrt 3) and
+    1e x 1e -> 1e (cross / sqrt 2). Its per-edge weights are W_ij = phi(e_ij) M / sqrt(k), with phi
+    the last hidden layer (width k) of a two-layer MLP of the edge features: the same function and
+    parameter count as e3nn's ``FullyConnectedTensorProduct(..., shared_weights=False)`` fed by
+    ``FullyConnectedNet([f, k, k, weight_numel])``.
+
+    Because W_ij is linear in phi, sum_u W_ij[u, w] h_ju = sum_k phi_ijk (sum_u M[k, u, w] h_ju):
+    the sum over input channels u runs once per source atom instead of once per edge, and the
+    per-edge weights are never materialised (about 6x fewer operations at paper size). Edges
+    must be grouped by source atom (see :func:`source_slots`).
+
+    Parameters
+    ----------
+    num_scalars_in, num_vectors_in
+        Input multiplicities a (0e) and b (1e); features are laid out as e3nn's ``ax0e + bx1e``.
+    num_scalars_out, num_vectors_out
+        Output multiplicities s (0e, gates included) and v (1e).
+    num_edge_features
+        Width f of the invariant edge features.
+    radial_hidden
+        Width k of the MLP's hidden layers.
+    """
+
+    def __init__(
+        self,
+        num_scalars_in: int,
+        num_vectors_in: int,
+        num_scalars_out: int,
+        num_vectors_out: int,
+        num_edge_features: int,
+        radial_hidden: int,
+    ) -> None:
+        super().__init__()
+        a, b, s, v, k = num_scalars_in, num_vectors_in, num_scalars_out, num_vectors_out, radial_hidden
+        self.dims = (a, b, s, v, k)
+        self.edge_mlp = e3nn_nn.FullyConnectedNet([num_edge_features, k, k], torch.nn.functional.silu, out_act=True)
+        # M of the scalar-input paths, columns [0e out (s) | 1e out (v)].
+        self.weight_from_scalars = torch.nn.Parameter(torch.randn(a, k, s + v))
+        # M of the vector-input paths, columns [1e x 0e -> 1e (v) | dot -> 0e (s) | cross -> 1e (v)].
+        self.weight_from_vectors = torch.nn.Parameter(torch.randn(b, k, 2 * v + s))
+        # Unit-variance outputs for unit-variance inputs: each path term has unit variance.
+        self.scalar_norm = 1.0 / math.sqrt(k * (a + b))
+        self.vector_norm = 1.0 / math.sqrt(k * (a + 2 * b))
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        direction: torch.Tensor,
+        edge_features: torch.Tensor,
+        source: torch.Tensor,
+        slot: torch.Tensor,
+        num_slots: int,
+    ) -> torch.Tensor:
+        """Messages along edges.
+
+        Parameters
+        ----------
+        h
+            (N, a + 3b) node features.
+        direction
+            (E, 3) sqrt(3) * unit vector of r_j - r_i (the l = 1 harmonics).
+        edge_features
+            (E, f) invariant edge features.
+        source, slot, num_slots
+            Source atom j of each edge, the edge's rank among edges of that source, and the
+            largest such count (from :func:`source_slots`).
+
+        Returns
+        -------
+        (E, s + 3v) messages laid out as ``sx0e + vx1e``.
+        """
+        a, b, s, v, k = self.dims
+        n, e = h.shape[0], source.shape[0]
+        phi = h.new_zeros(n, num_slots, k)
+        phi[source, slot] = self.edge_mlp(edge_features)  # [N, slots, k]
+
+        from_scalars = (h[:, :a] @ self.weight_from_scalars.view(a, k * (s + v))).view(n, k, s + v)
+        edge_scalars = torch.bmm(phi, from_scalars)[source, slot]  # [E, s + v]
+        scalar_messages = edge_scalars[:, :s]
+        vector_messages = edge_scalars[:, s:, None] * direction[:, None, :]  # [E, v, 3]
+
+        if b > 0:
+            vectors = h[:, a:].view(n, b, 3).transpose(1, 2).reshape(n * 3, b)
+            from_vectors = (vectors @ self.weight_from_vectors.view(b, k * (2 * v + s))).view(n, 3, k, 2 * v + s)
+            from_vectors = from_vectors.transpose(1, 2).reshape(n, k, 3 * (2 * v + s))
+            edge_vectors = torch.bmm(phi, from_vectors)[source, slot].view(e, 3, 2 * v + s)  # [E, 3, 2v + s]
+            kept = edge_vectors[:, :, :v].transpose(1, 2)  # [E, v, 3]
+            dotted = edge_vectors[:, :, v : v + s]  # [E, 3, s]
+            crossed = edge_vectors[:, :, v + s :].transpose(1, 2)  # [E, v, 3]
+            scalar_messages = scalar_messages + (dotted * direction[:, :, None]).sum(1) / math.sqrt(3)
+            cross = torch.linalg.cross(crossed, direction[:, None, :].expand_as(crossed), dim=-1)
+            vector_messages = vector_messages + kept + cross / math.sqrt(2)
+
+        return torch.cat(
+            [scalar_messages * self.scalar_norm, (vector_messages * self.vector_norm).reshape(e, 3 * v)], dim=1
+        )
+
+    def extra_repr(self) -> str:
+        a, b, s, v, k = self.dims
+        return f"{a}x0e + {b}x1e -> {s}x0e + {v}x1e, radial_hidden={k}"
+
+
+def source_slots(source: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, int]:
+    """Rank of each edge among the edges of its source atom, and the largest count.
+
+    ``source`` must be sorted (edges grouped by source atom).
+    """
+    counts = torch.bincount(source, minlength=num_nodes)
+    first = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(source.shape[0], device=source.device) - first[source]
+    return slot, int(counts.max()) if source.numel() else 0

@@ -1,0 +1,132 @@
+"""The preconditioned denoiser xhat(y) and its score, the model JAMUN samples with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from jamun.data.graph import GraphBatch, center_positions, check_positions, graph_edges, graph_mean
+from jamun.model.network import EquivariantNetwork
+from jamun.model.precondition import Preconditioning
+
+# The `train.model` keys with the demo's values.
+MODEL_DEFAULTS = {
+    "hidden_irreps": "32x0e + 8x1e",
+    "num_layers": 3,
+    "r_cut_nm": 0.5,
+    "num_radial": 8,
+    "radial_hidden": 32,
+    "max_num_neighbors": 1000,
+}
+_POSITIVE_INTS = ("num_layers", "num_radial", "radial_hidden", "max_num_neighbors")
+
+
+def model_config(config: Mapping) -> dict:
+    """The complete model configuration: ``sigma_nm`` plus every ``train.model`` key.
+
+    Accepts either a flat dict (``sigma_nm`` and model keys, as stored in checkpoints) or the
+    whole ``train:`` config section (``sigma_nm`` and a nested ``model:`` dict; its other keys are
+    training settings and ignored here). Missing model keys take :data:`MODEL_DEFAULTS`.
+    """
+    if "sigma_nm" not in config:
+        raise ValueError(f"model config needs 'sigma_nm' (noise level in nm); got keys {sorted(config)}")
+    model_keys = config["model"] if isinstance(config.get("model"), Mapping) else {
+        k: v for k, v in config.items() if k != "sigma_nm"
+    }
+    unknown = sorted(set(model_keys) - set(MODEL_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown model config keys {unknown}; valid keys: ['sigma_nm', {', '.join(map(repr, MODEL_DEFAULTS))}]")
+    merged = {"sigma_nm": float(config["sigma_nm"]), **MODEL_DEFAULTS, **model_keys}
+    for key in _POSITIVE_INTS:
+        if isinstance(merged[key], bool) or not isinstance(merged[key], int) or merged[key] < 1:
+            raise ValueError(f"model config {key} must be a positive integer, got {merged[key]!r}")
+    if not float(merged["r_cut_nm"]) > 0:
+        raise ValueError(f"model config r_cut_nm must be > 0 nm, got {merged['r_cut_nm']!r}")
+    merged["r_cut_nm"] = float(merged["r_cut_nm"])
+    return merged
+
+
+class Denoiser(torch.nn.Module):
+    """JAMUN's denoiser D(y) = xhat(y) with Karras preconditioning (DESIGN.md §5).
+
+    Parameters
+    ----------
+    config
+        ``sigma_nm`` and the ``train.model`` keys (see :func:`model_config`).
+    C
+        Data scale in nm^2 (stats.json): mean squared distance over the pair set.
+
+    Notes
+    -----
+    Edges are found on the raw (unscaled) noisy coordinates y in nm with cutoff ``r_cut_nm``;
+    the network sees c_in * y, and its radial features span [0, c_in * r_cut_nm] accordingly.
+    """
+
+    def __init__(self, config: Mapping, C: float) -> None:
+        super().__init__()
+        self.config = model_config(config)
+        self.preconditioning = Preconditioning(sigma=self.config["sigma_nm"], C=float(C))
+        self.network = EquivariantNetwork(
+            hidden_irreps=self.config["hidden_irreps"],
+            num_layers=self.config["num_layers"],
+            num_radial=self.config["num_radial"],
+            radial_hidden=self.config["radial_hidden"],
+            r_max=self.preconditioning.c_in * self.config["r_cut_nm"],
+        )
+
+    @property
+    def sigma(self) -> float:
+        """Noise level in nm."""
+        return self.preconditioning.sigma
+
+    @property
+    def C(self) -> float:
+        """Data scale in nm^2."""
+        return self.preconditioning.C
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _check(self, y: torch.Tensor, graph: GraphBatch) -> None:
+        check_positions(y, graph)
+        dtype = next(self.parameters()).dtype
+        if y.dtype != dtype:
+            raise ValueError(f"positions have dtype {y.dtype} but the model is {dtype}; convert with y.to({dtype})")
+
+    def network_output(self, y: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
+        """F(c_in * y, c_noise): (N, 3) raw network output for noisy positions y (N, 3) nm."""
+        self._check(y, graph)
+        edge_index, is_bond = graph_edges(y, graph, self.config["r_cut_nm"], self.config["max_num_neighbors"])
+        c_noise = torch.tensor(self.preconditioning.c_noise, dtype=y.dtype, device=y.device)
+        return self.network(self.preconditioning.c_in * y, graph, edge_index, is_bond, c_noise)
+
+    def xhat(self, y: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
+        """Denoised positions xhat(y), (N, 3) nm, for noisy positions y (N, 3) nm.
+
+        Computed on per-graph mean-centred y; F is centred per graph too, so xhat keeps y's
+        centroid and the score has zero mean per graph.
+        """
+        self._check(y, graph)
+        centred, centroids = center_positions(y, graph)
+        output = self.network_output(centred, graph)
+        output = output - graph_mean(output, graph)[graph.batch]
+        p = self.preconditioning
+        return p.c_skip * centred + p.c_out * output + centroids[graph.batch]
+
+    def score(self, y: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
+        """Score (xhat(y) - y) / sigma^2 in 1/nm, (N, 3); Tweedie/Miyasawa, one pass, no autograd."""
+        with torch.no_grad():
+            return (self.xhat(y, graph) - y) / self.sigma**2
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
+        """Scalar training loss: mean over graphs of mean over atoms of |xhat(y) - x|^2, / c_out^2.
+
+        x, y: (N, 3) nm, clean and noisy positions, already centred and aligned by the caller.
+        """
+        check_positions(x, graph)
+        squared_error = (self.xhat(y, graph) - x).square().sum(dim=1)  # [N]
+        return graph_mean(squared_error, graph).mean() / self.preconditioning.c_out**2
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma} nm, C={self.C:.4g} nm^2, parameters={self.num_parameters():,}"

@@ -1,0 +1,1 @@
+"""Pieces of the trainer (:mod:`jamun.train`): checkpoint state, distributed helpers, reports."""

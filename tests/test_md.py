@@ -1,0 +1,198 @@
+"""MD protocol: settings validation, restraints, barostat, kill + resume, metadata."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import mdtraj
+import numpy as np
+import openmm
+import openmm.unit as unit
+import pytest
+from mdtraj.formats import XTCTrajectoryFile
+
+from jamun.md import (MDSettings, add_restraints, available_platforms, create_system, frame_count,
+                      load_system_pdb, plan_stages, remove_restraints, restraint_energy, select_platform,
+                      simulate)
+from jamun.peptides import build_peptide
+
+MD_JSON_KEYS = {"forcefield", "water_model", "implicit_model", "protocol", "timestep_ps", "steps",
+                "temperature_k", "friction_per_ps", "seed", "platform", "openmm_version", "wall_seconds",
+                "ns_per_day", "n_frames", "save_every_ps", "length_ns", "hydrogen_mass_amu"}
+# Tiny implicit protocol: 0.2 ps NVT, frames every 0.1 ps, checkpoints every 4 frames.
+TINY = dict(nvt_ps=0.2, save_every_ps=0.1, checkpoint_every_ps=0.4, platform="Reference")
+
+
+@pytest.fixture(scope="module")
+def ala_pdb(tmp_path_factory):
+    return build_peptide("A", tmp_path_factory.mktemp("ala") / "system.pdb")
+
+
+@pytest.fixture(scope="module")
+def gly_pdb(tmp_path_factory):
+    return build_peptide("G", tmp_path_factory.mktemp("gly") / "system.pdb")
+
+
+def test_settings_from_config_maps_sections():
+    cfg = {"protocol": "explicit", "platform": "CPU", "timestep_fs": 4, "hydrogen_mass_amu": 1.5,
+           "npt_ps": 500, "length_ns": {"train": 2.0}, "seed": 1,
+           "explicit": {"padding_nm": 1.5, "cutoff_nm": 1.0, "pressure_bar": 1, "ionic_strength_molar": 0.1}}
+    s = MDSettings.from_config(cfg)
+    assert (s.protocol, s.platform, s.timestep_ps, s.hydrogen_mass_amu) == ("explicit", "CPU", 0.004, 1.5)
+    assert (s.padding_nm, s.cutoff_nm, s.ionic_strength_molar, s.npt_ps) == (1.5, 1.0, 0.1, 500.0)
+    assert MDSettings.from_config({}) == MDSettings()
+
+
+@pytest.mark.parametrize("cfg, key", [
+    ({"protcol": "implicit"}, "md.protcol"),
+    ({"protocol": "vacuum"}, "md.protocol"),
+    ({"platform": "Metal"}, "md.platform"),
+    ({"temperature_k": "300"}, "md.temperature_k"),
+    ({"timestep_fs": -2.0}, "md.timestep_fs"),
+    ({"hydrogen_mass_amu": 10.0}, "md.hydrogen_mass_amu"),
+    ({"save_every_ps": 0.003}, "md.save_every_ps"),
+    ({"save_every_ps": 1.0, "checkpoint_every_ps": 2.5}, "md.checkpoint_every_ps"),
+    ({"npt_ps": 10.0}, "md.npt_ps"),
+    ({"explicit": {"cutoff": 1.0}}, "md.explicit.cutoff"),
+    ({"protocol": "explicit", "explicit": {"padding_nm": 0.8}}, "md.explicit.padding_nm"),
+])
+def test_settings_errors_name_the_key(cfg, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        MDSettings.from_config(cfg)
+
+
+def test_frame_count_and_stages():
+    s = MDSettings.from_config({"protocol": "explicit", "nvt_ps": 1.0, "npt_ps": 2.0, "save_every_ps": 0.5})
+    assert frame_count(0.004, s) == 8
+    with pytest.raises(ValueError, match="length_ns"):
+        frame_count(0.00425, s)
+    stages = plan_stages(s, 8)
+    assert [(st.name, st.start, st.steps, st.restrained, st.barostat) for st in stages] == [
+        ("nvt", 0, 500, True, False), ("npt", 500, 1000, True, True), ("production", 1500, 2000, False, True)]
+
+
+def test_restraint_energy_zero_after_removal(ala_pdb):
+    pdb = load_system_pdb(ala_pdb)
+    settings = MDSettings(**TINY)
+    prepared = create_system(pdb.topology, pdb.positions, settings)
+    reference = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    add_restraints(prepared, reference, k=1000.0)
+    context = openmm.Context(prepared.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    shifted = reference + np.array([0.01, 0.0, 0.0])
+    context.setPositions(shifted)
+    n_heavy = sum(a.element.symbol != "H" for a in pdb.topology.atoms())
+    assert restraint_energy(context) == pytest.approx(0.5 * 1000.0 * n_heavy * 0.01**2, rel=1e-6)
+    total_before = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    remove_restraints(prepared.system, context)
+    assert restraint_energy(context) == 0.0
+    state = context.getState(getEnergy=True, getPositions=True)
+    np.testing.assert_allclose(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), shifted, atol=1e-9)
+    total_after = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert total_after == pytest.approx(total_before - 0.5 * 1000.0 * n_heavy * 0.01**2, rel=1e-6)
+
+
+def test_explicit_restraints_use_minimum_image(gly_pdb):
+    pdb = load_system_pdb(gly_pdb)
+    settings = MDSettings(protocol="explicit", platform="CPU")
+    prepared = create_system(pdb.topology, pdb.positions, settings, seed=1)
+    assert prepared.solvent["HOH"] > 300 and prepared.periodic
+    xyz = np.asarray(prepared.positions.value_in_unit(unit.nanometer))
+    add_restraints(prepared, xyz, k=1000.0)
+    context = openmm.Context(prepared.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    box = prepared.system.getDefaultPeriodicBoxVectors()[0].value_in_unit(unit.nanometer)
+    assert box[0] > 2 * settings.cutoff_nm * 1.1
+    moved = xyz.copy()
+    moved[: prepared.n_solute] += np.array(box)  # a whole box vector away: the same periodic image
+    context.setPositions(moved)
+    assert restraint_energy(context) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_explicit_npt_changes_volume_and_keeps_box(gly_pdb, tmp_path):
+    """Smallest capped peptide (ACE-GLY-NME), TIP3P, barostat during NPT and production."""
+    settings = MDSettings(protocol="explicit", platform="CPU", nvt_ps=0.2, npt_ps=1.0, save_every_ps=0.1,
+                          checkpoint_every_ps=0.2)
+    md = simulate(gly_pdb, tmp_path, length_ns=0.0002, seed=2, settings=settings, progress=False)
+    volumes = md["explicit"]["box_volume_nm3_start"], md["explicit"]["box_volume_nm3_end"]
+    assert volumes[0] != volumes[1]
+    assert min(volumes) ** (1 / 3) > 2 * settings.cutoff_nm
+    assert md["solvent"]["HOH"] > 300 and md["n_atoms_protein"] == 19
+    traj = mdtraj.load(str(tmp_path / "traj.xtc"), top=str(tmp_path / "topology.pdb"))
+    assert traj.n_frames == 2 and traj.n_atoms == 19  # protein only, hydrogens included
+    assert not (tmp_path / ".work").exists()
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import json, os, signal, sys
+    import jamun.md as md
+
+    write = md._write_checkpoint
+
+    def crash_at(work, context, progress):
+        # Die right before the checkpoint after frame KILL_AT: the XTC then holds frames the last
+        # checkpoint does not know about, as after a real kill.
+        if progress["frames"] >= int(sys.argv[4]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        write(work, context, progress)
+
+    md._write_checkpoint = crash_at
+    md.simulate(sys.argv[1], sys.argv[2], length_ns=0.003, seed=3,
+                settings=md.MDSettings(**json.loads(sys.argv[3])), progress=False)
+""")
+
+
+def test_kill_and_resume_gives_exact_frames(ala_pdb, tmp_path):
+    settings = dict(TINY, platform="auto")
+    out = tmp_path / "A"
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(ala_pdb), str(out), json.dumps(settings), "12"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    work = out / ".work"
+    checkpoint = json.loads((work / "checkpoint.json").read_text())
+    assert checkpoint["frames"] == 8 and not (out / "traj.xtc").exists()
+    with XTCTrajectoryFile(str(work / "traj.xtc")) as handle:
+        before = handle.read()[0]
+    assert len(before) == 12
+    with open(work / "traj.xtc", "ab") as handle:  # a torn frame, as a kill mid-write leaves
+        handle.write(b"\x00\x00\x07\xcb" + b"\x01" * 37)
+
+    # The recorded platform must be reused, not measured again: swap it for the other one.
+    run = json.loads((work / "run.json").read_text())
+    assert set(run["platform_ns_per_day"]) == {"Reference", "CPU"} & set(available_platforms())
+    run["platform"] = "CPU" if run["platform"] == "Reference" else "Reference"
+    (work / "run.json").write_text(json.dumps(run))
+
+    md = simulate(ala_pdb, out, length_ns=0.003, seed=3, settings=MDSettings(**settings), progress=False)
+    assert md["platform"] == run["platform"] and md["resumes"] == 1
+    assert md["n_frames"] == 30 and not work.exists()
+    traj = mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb"))
+    assert traj.n_frames == 30 and traj.n_atoms == 22
+    np.testing.assert_allclose(traj.time, 0.1 * np.arange(1, 31), atol=1e-4)
+    assert np.all(np.diff(traj.time) > 0)
+    np.testing.assert_allclose(traj.xyz[:8], before[:8], atol=1e-6)  # checkpointed frames kept as written
+    assert MD_JSON_KEYS <= set(json.loads((out / "md.json").read_text()))
+
+
+def test_stale_work_folder_is_discarded(ala_pdb, tmp_path):
+    work = tmp_path / ".work"
+    work.mkdir()
+    (work / "run.json").write_text(json.dumps({"fingerprint": {"seed": -1}}))
+    (work / "checkpoint.json").write_text("{}")
+    md = simulate(ala_pdb, tmp_path, length_ns=0.001, seed=1, settings=MDSettings(**TINY), progress=False)
+    assert md["resumes"] == 0 and md["n_frames"] == 10 and not work.exists()
+    assert MD_JSON_KEYS <= set(md) and md["implicit_model"] and md["water_model"] is None
+
+
+def test_select_platform(ala_pdb):
+    pdb = load_system_pdb(ala_pdb)
+    prepared = create_system(pdb.topology, pdb.positions, MDSettings())
+    assert select_platform(prepared.system, prepared.positions, MDSettings(platform="Reference")) == ("Reference", {})
+    name, timings = select_platform(prepared.system, prepared.positions, MDSettings(platform="auto"))
+    assert name == max(timings, key=timings.get) and all(v > 0 for v in timings.values())
+    missing = next((p for p in ("CUDA", "OpenCL") if p not in available_platforms()), None)
+    if missing is None:
+        pytest.skip("every platform is available here")
+    with pytest.raises(ValueError, match="md.platform"):
+        select_platform(prepared.system, prepared.positions, MDSettings(platform=missing))

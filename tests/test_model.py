@@ -1,0 +1,319 @@
+"""The denoiser: equivariance (not parity), batching, preconditioning, checkpoints, bad inputs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mdtraj
+import pytest
+import torch
+from e3nn import o3
+
+import jamun.model
+from jamun.data.graph import GraphBatch, batch_graphs, center_positions, graph_mean, topology_features
+from jamun.model import Denoiser, Preconditioning, model_config
+from jamun.model.convolution import TensorProductConvolution, source_slots
+
+SIGMA = 0.04
+C = 0.25
+
+# Heavy atoms of capped ALA-ALA and SER-GLY as built by jamun.peptides (Angstrom).
+PDB_AA = """\
+ATOM      1  CH3 ACE A   1      -0.215  -0.036  -0.330  1.00  0.00           C
+ATOM      5  C   ACE A   1       1.295  -0.120  -0.344  1.00  0.00           C
+ATOM      6  O   ACE A   1       1.852  -1.145  -0.738  1.00  0.00           O
+ATOM      7  N   ALA A   2       1.949   0.957   0.091  1.00  0.00           N
+ATOM      9  CA  ALA A   2       3.408   1.079   0.192  1.00  0.00           C
+ATOM     11  C   ALA A   2       3.839   1.904   1.426  1.00  0.00           C
+ATOM     12  O   ALA A   2       3.056   2.692   1.968  1.00  0.00           O
+ATOM     13  CB  ALA A   2       3.939   1.697  -1.110  1.00  0.00           C
+ATOM     17  N   ALA A   3       5.096   1.731   1.854  1.00  0.00           N
+ATOM     19  CA  ALA A   3       5.704   2.434   2.991  1.00  0.00           C
+ATOM     21  C   ALA A   3       7.206   2.721   2.764  1.00  0.00           C
+ATOM     22  O   ALA A   3       7.865   2.054   1.958  1.00  0.00           O
+ATOM     23  CB  ALA A   3       5.480   1.593   4.256  1.00  0.00           C
+ATOM     27  N   NME A   4       7.749   3.707   3.493  1.00  0.00           N
+ATOM     29  C   NME A   4       9.156   4.108   3.429  1.00  0.00           C
+"""
+PDB_SG = """\
+ATOM      1  CH3 ACE A   1      -0.112   0.874   0.227  1.00  0.00           C
+ATOM      5  C   ACE A   1       1.337   0.546   0.512  1.00  0.00           C
+ATOM      6  O   ACE A   1       1.630  -0.218   1.432  1.00  0.00           O
+ATOM      7  N   SER A   2       2.241   1.124  -0.280  1.00  0.00           N
+ATOM      9  CA  SER A   2       3.697   0.941  -0.155  1.00  0.00           C
+ATOM     11  C   SER A   2       4.275   1.567   1.129  1.00  0.00           C
+ATOM     12  O   SER A   2       3.772   2.581   1.627  1.00  0.00           O
+ATOM     13  CB  SER A   2       4.419   1.543  -1.370  1.00  0.00           C
+ATOM     16  OG  SER A   2       3.920   1.010  -2.589  1.00  0.00           O
+ATOM     18  N   GLY A   3       5.364   0.982   1.645  1.00  0.00           N
+ATOM     20  CA  GLY A   3       6.113   1.513   2.795  1.00  0.00           C
+ATOM     23  C   GLY A   3       6.902   2.799   2.490  1.00  0.00           C
+ATOM     24  O   GLY A   3       7.138   3.148   1.327  1.00  0.00           O
+ATOM     25  N   NME A   4       7.325   3.501   3.551  1.00  0.00           N
+ATOM     27  C   NME A   4       8.087   4.749   3.475  1.00  0.00           C
+"""
+
+
+def small_config(**overrides) -> dict:
+    config = dict(sigma_nm=SIGMA, hidden_irreps="16x0e + 4x1e", num_layers=3, r_cut_nm=0.5, num_radial=8,
+                  radial_hidden=16, max_num_neighbors=1000)  # fmt: skip
+    return {**config, **overrides}
+
+
+def make_denoiser(seed: int = 0, **overrides) -> Denoiser:
+    torch.manual_seed(seed)
+    return Denoiser(small_config(**overrides), C)
+
+
+@pytest.fixture(scope="module")
+def denoiser() -> Denoiser:
+    """A randomly initialised small denoiser shared by the tests that do not change it."""
+    return make_denoiser()
+
+
+@pytest.fixture(scope="module")
+def peptides(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """{"AA": (features, positions (n, 3) nm), "SG": ...}."""
+    folder = tmp_path_factory.mktemp("pdb")
+    result = {}
+    for name, text in [("AA", PDB_AA), ("SG", PDB_SG)]:
+        (folder / f"{name}.pdb").write_text(text)
+        trajectory = mdtraj.load_pdb(folder / f"{name}.pdb")
+        features = topology_features(trajectory.topology)
+        result[name] = (features, torch.tensor(trajectory.xyz[0][features.heavy_atom_indices]))
+    return result
+
+
+def noisy_batch(peptides: dict, names: list[str], seed: int) -> tuple[GraphBatch, torch.Tensor, torch.Tensor]:
+    """Graph, clean positions x and noisy y = x + sigma * eta for the named peptides."""
+    generator = torch.Generator().manual_seed(seed)
+    graph = batch_graphs([peptides[name][0] for name in names])
+    x = torch.cat([peptides[name][1] for name in names])
+    return graph, x, x + SIGMA * torch.randn(x.shape, generator=generator)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b).norm() / b.norm()).detach())
+
+
+def test_network_output_is_rotation_and_translation_equivariant(denoiser: Denoiser, peptides: dict) -> None:
+    graph, _, y = noisy_batch(peptides, ["AA", "SG"], seed=0)
+    output = denoiser.network_output(y, graph)
+    assert float(output.detach().abs().max()) > 1e-2
+    torch.manual_seed(1)
+    for _ in range(3):
+        rotation, shift = o3.rand_matrix(), torch.randn(3)
+        moved = denoiser.network_output(y @ rotation.T + shift, graph)
+        assert relative_error(moved, output @ rotation.T) < 1e-4
+
+
+def test_xhat_is_rotation_and_translation_equivariant(denoiser: Denoiser, peptides: dict) -> None:
+    graph, _, y = noisy_batch(peptides, ["SG", "AA"], seed=1)
+    torch.manual_seed(2)
+    rotation, shift = o3.rand_matrix(), torch.randn(3)
+    moved = denoiser.xhat(y @ rotation.T + shift, graph)
+    expected = denoiser.xhat(y, graph) @ rotation.T + shift
+    assert torch.allclose(moved, expected, atol=1e-5)
+
+
+def test_mirror_images_differ(denoiser: Denoiser, peptides: dict) -> None:
+    graph, _, y = noisy_batch(peptides, ["AA", "SG"], seed=2)
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+    output = denoiser.network_output(y, graph)
+    assert relative_error(denoiser.network_output(y @ mirror, graph), output @ mirror) > 1e-2
+
+
+def test_batched_equals_per_graph_and_permutes(denoiser: Denoiser, peptides: dict) -> None:
+    graph, _, y = noisy_batch(peptides, ["AA", "SG", "AA"], seed=3)
+    batched = denoiser.xhat(y, graph)
+    blocks = torch.split(torch.arange(graph.num_atoms), torch.bincount(graph.batch).tolist())
+    for name, atoms in zip(["AA", "SG", "AA"], blocks):
+        alone = denoiser.xhat(y[atoms], batch_graphs([peptides[name][0]]))
+        assert torch.allclose(batched[atoms], alone, atol=1e-5)
+
+    order = [2, 0, 1]
+    permuted_graph = batch_graphs([peptides[["AA", "SG", "AA"][k]][0] for k in order])
+    permuted_atoms = torch.cat([blocks[k] for k in order])
+    permuted = denoiser.xhat(y[permuted_atoms], permuted_graph)
+    assert torch.allclose(permuted, batched[permuted_atoms], atol=1e-5)
+
+
+@pytest.mark.parametrize("sigma, data_scale", [(0.04, 0.25), (0.1, 0.05), (0.01, 2.0)])
+def test_preconditioning_constants(sigma: float, data_scale: float) -> None:
+    p = Preconditioning(sigma=sigma, C=data_scale)
+    noise = 2 * 3 * sigma**2
+    assert p.c_out**2 == pytest.approx((1 - p.c_skip) ** 2 * data_scale + p.c_skip**2 * noise, rel=1e-12)
+    assert p.c_in == pytest.approx(1 / math.sqrt(data_scale + noise))
+    assert p.c_skip == pytest.approx(data_scale / (data_scale + noise))
+    assert p.c_noise == pytest.approx(math.log10(sigma))
+
+
+def test_zero_network_gives_c_skip_times_y(peptides: dict) -> None:
+    denoiser = make_denoiser()
+    with torch.no_grad():
+        denoiser.network.readout.weight.zero_()
+    graph, x, y = noisy_batch(peptides, ["AA", "SG"], seed=4)
+    y = y + torch.tensor([1.0, -2.0, 0.5])
+    centred, centroids = center_positions(y, graph)
+    c_skip = denoiser.preconditioning.c_skip
+    assert torch.allclose(denoiser.xhat(y, graph), c_skip * centred + centroids[graph.batch], atol=1e-6)
+    assert torch.allclose(denoiser.xhat(centred, graph), c_skip * centred, atol=1e-6)
+
+    x_centred, _ = center_positions(x, graph)
+    squared = (c_skip * centred - x_centred).square().sum(1)
+    expected = torch.stack([squared[graph.batch == g].mean() for g in range(2)]).mean()
+    expected = expected / denoiser.preconditioning.c_out**2
+    assert float(denoiser.loss(x_centred, centred, graph).detach()) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_score_is_tweedie_without_autograd(denoiser: Denoiser, peptides: dict) -> None:
+    graph, _, y = noisy_batch(peptides, ["SG", "AA"], seed=5)
+    y.requires_grad_(True)
+    score = denoiser.score(y, graph)
+    assert not score.requires_grad
+    assert torch.allclose(score, (denoiser.xhat(y, graph) - y).detach() / SIGMA**2, atol=1e-3)
+    for g in range(graph.num_graphs):
+        assert float(score[graph.batch == g].mean(0).abs().max()) < 1e-3
+
+
+def test_c_in_normalises_built_structures(tmp_path: Path) -> None:
+    builder = pytest.importorskip("jamun.peptides")
+    torch.manual_seed(6)
+    clean, noisy = [], []
+    for sequence in ["AA", "GW"]:
+        built = mdtraj.load(builder.build_peptide(sequence, tmp_path / f"{sequence}.pdb"))
+        x = torch.tensor(built.atom_slice(built.topology.select("not element H")).xyz[0], dtype=torch.float64)
+        i, j = torch.triu_indices(len(x), len(x), offset=1)
+        pairs = (x[i] - x[j]).norm(dim=1) < 1.0  # the pair set of C (DESIGN.md §10)
+        i, j = i[pairs], j[pairs]
+        clean.append(x[i] - x[j])
+        for _ in range(20):
+            y = x + SIGMA * torch.randn_like(x)
+            noisy.append(y[i] - y[j])
+    data_scale = float(torch.cat(clean).square().sum(1).mean())
+    c_in = Preconditioning(sigma=SIGMA, C=data_scale).c_in
+    assert float((c_in * torch.cat(noisy)).square().sum(1).mean()) == pytest.approx(1.0, abs=0.05)
+
+
+def test_checkpoint_round_trip(peptides: dict, tmp_path: Path) -> None:
+    denoiser = make_denoiser(seed=7)
+    path = jamun.model.save(denoiser, tmp_path / "sub" / "model.ckpt", step=12, history=[0.5, 0.25])
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.ckpt"]
+    raw = torch.load(path, weights_only=True)
+    assert raw["step"] == 12 and raw["C"] == C and raw["model_config"] == denoiser.config
+
+    loaded = jamun.model.load(path)
+    assert (loaded.sigma, loaded.C, loaded.config) == (denoiser.sigma, denoiser.C, denoiser.config)
+    graph, _, y = noisy_batch(peptides, ["AA", "SG"], seed=7)
+    assert torch.equal(loaded.xhat(y, graph), denoiser.xhat(y, graph))
+    assert jamun.model.read_checkpoint(path)["history"] == [0.5, 0.25]
+
+
+def test_checkpoint_errors(denoiser: Denoiser, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        jamun.model.save(denoiser, tmp_path / "model.ckpt", C=1.0)
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        jamun.model.load(tmp_path / "missing.ckpt")
+    torch.save({"state_dict": denoiser.state_dict()}, tmp_path / "bare.ckpt")
+    with pytest.raises(ValueError, match="model_config"):
+        jamun.model.load(tmp_path / "bare.ckpt")
+
+
+def test_config_forms_and_defaults() -> None:
+    flat = model_config({"sigma_nm": 0.04, "num_layers": 4})
+    nested = model_config({"sigma_nm": 0.04, "batch_size": 32, "model": {"num_layers": 4}})
+    assert flat == nested
+    assert flat["hidden_irreps"] == "32x0e + 8x1e" and flat["num_layers"] == 4
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"num_layer": 3}, "unknown model config keys"),
+        ({"hidden_irreps": "16x0e + 4x1o"}, "0e and 1e"),
+        ({"hidden_irreps": "16x0e"}, "0e and 1e"),
+        ({"hidden_irreps": "sixteen"}, "not an e3nn irreps"),
+        ({"num_layers": 1}, "mirror"),
+        ({"radial_hidden": 0}, "radial_hidden"),
+        ({"r_cut_nm": -0.5}, "r_cut_nm"),
+        ({"sigma_nm": 0.0}, "sigma"),
+    ],
+)
+def test_bad_config(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Denoiser(small_config(**overrides), C)
+
+
+def test_bad_positions(denoiser: Denoiser, peptides: dict) -> None:
+    graph, _, y = noisy_batch(peptides, ["AA", "SG"], seed=8)
+    with pytest.raises(ValueError, match="NaN"):
+        denoiser.xhat(torch.where(torch.arange(len(y))[:, None] == 20, float("nan"), y), graph)
+    with pytest.raises(ValueError, match="shape"):
+        denoiser.xhat(y[:-1], graph)
+    with pytest.raises(ValueError, match="float64"):
+        denoiser.score(y.double(), graph)
+    with pytest.raises(ValueError, match="C must be"):
+        Denoiser(small_config(), -1.0)
+
+
+def test_convolution_matches_edge_first_reference() -> None:
+    """The node-first contraction equals the tensor product with materialised per-edge weights."""
+    torch.manual_seed(9)
+    a, b, s, v, k, f, n = 5, 3, 6, 4, 7, 8, 9
+    conv = TensorProductConvolution(a, b, s, v, f, k)
+    h = torch.randn(n, a + 3 * b)
+    source = torch.sort(torch.randint(0, n, (40,))).values
+    direction = 3**0.5 * torch.nn.functional.normalize(torch.randn(40, 3), dim=1)
+    edge_features = torch.randn(40, f)
+    slot, num_slots = source_slots(source, n)
+    messages = conv(h, direction, edge_features, source, slot, num_slots)
+
+    phi = conv.edge_mlp(edge_features)
+    w_s = torch.einsum("ek,akw->eaw", phi, conv.weight_from_scalars)  # [E, a, s + v]
+    w_v = torch.einsum("ek,bkw->ebw", phi, conv.weight_from_vectors)  # [E, b, 2v + s]
+    hs, hv = h[source, :a], h[source, a:].view(-1, b, 3)
+    scalars = torch.einsum("ea,eaw->ew", hs, w_s[:, :, :s]) + torch.einsum(
+        "ebm,em,ebw->ew", hv, direction, w_v[:, :, v : v + s]
+    ) / math.sqrt(3)
+    vectors = (
+        torch.einsum("ea,eaw,em->ewm", hs, w_s[:, :, s:], direction)
+        + torch.einsum("ebm,ebw->ewm", hv, w_v[:, :, :v])
+        + torch.einsum("ebm,ebw->ewm", torch.linalg.cross(hv, direction[:, None].expand_as(hv), dim=-1),
+                       w_v[:, :, v + s :]) / math.sqrt(2)
+    )  # fmt: skip
+    reference = torch.cat([scalars * conv.scalar_norm, (vectors * conv.vector_norm).reshape(40, 3 * v)], dim=1)
+    assert torch.allclose(messages, reference, atol=1e-5)
+
+
+def test_output_is_continuous_when_a_pair_crosses_the_cutoff(denoiser: Denoiser, peptides: dict) -> None:
+    graph, x, _ = noisy_batch(peptides, ["AA"], seed=10)
+    outputs = []
+    for distance in (0.5 - 1e-5, 0.5 + 1e-5):
+        y = x.clone()
+        y[14] = y[0] + distance * torch.nn.functional.normalize(x[14] - x[0], dim=0)  # no bond between 0 and 14
+        outputs.append(denoiser.network_output(y, graph))
+    assert relative_error(outputs[1], outputs[0]) < 1e-3
+
+
+def test_training_steps_beat_the_zero_network(peptides: dict) -> None:
+    """A few Adam steps on one noisy batch fit it better than F = 0 (xhat = c_skip y) does."""
+    denoiser = make_denoiser(seed=11)
+    graph, x, y = noisy_batch(peptides, ["AA", "SG"], seed=11)
+    x, _ = center_positions(x, graph)
+    y, _ = center_positions(y, graph)
+    p = denoiser.preconditioning
+    zero_network_loss = float(graph_mean((p.c_skip * y - x).square().sum(1), graph).mean()) / p.c_out**2
+    optimizer = torch.optim.Adam(denoiser.parameters(), lr=5e-3)
+    for _ in range(20):
+        loss = denoiser.loss(x, y, graph)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(loss.detach()) < 0.8 * zero_network_loss
+
+
+def test_parameter_counts() -> None:
+    paper = Denoiser({"sigma_nm": SIGMA, "hidden_irreps": "120x0e + 32x1e", "num_layers": 4, "radial_hidden": 74}, C)
+    assert paper.num_parameters() == pytest.approx(8.2e6, rel=0.1)
+    assert Denoiser({"sigma_nm": SIGMA}, C).num_parameters() < 1e6

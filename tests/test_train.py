@@ -1,0 +1,222 @@
+"""Training: outputs, exact resume, DDP = one big batch, NaN stop, integrity, noise and alignment."""
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+import jamun.model
+from jamun.data.graph import batch_graphs, graph_mean
+from jamun.data.kabsch import kabsch_rotations
+from jamun.data.shards import read_peptides, write_shards
+from jamun.train import train
+from jamun.training.noise import batch_noise, corrupt
+from jamun.training.settings import train_settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_shards import ALA_PDB, GN_PDB, write_trajectory  # noqa: E402
+
+TINY = {
+    "sigma_nm": 0.04,
+    "model": {"hidden_irreps": "4x0e + 2x1e", "num_layers": 2, "num_radial": 4, "radial_hidden": 8},
+    "batch_size": 4, "lr": 0.002, "max_steps": 8, "max_minutes": None, "val_every": 4, "val_batches": 2,
+    "checkpoint_every": 3, "ema_decay": None, "grad_clip": None, "seed": 0, "gpus": 0,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    sources = [write_trajectory(root / "md", "A", ALA_PDB, 60, seed=1), write_trajectory(root / "md", "GN", GN_PDB, 60, seed=2)]
+    write_shards("train", sources, root / "shards" / "train", frames_per_shard=50, seed=0)
+    write_shards("val", sources, root / "shards" / "val", frames_per_shard=50, seed=1)
+    return root / "shards"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def state_dict(path: Path) -> dict:
+    return jamun.model.read_checkpoint(path)["state_dict"]
+
+
+def test_outputs_and_a_standalone_model(tmp_path, shards):
+    summary = train(shards, tmp_path, TINY)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.ckpt", "metrics.csv", "loss.png", "train.json"}
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics["step"]) == [0, 4, 8]
+    assert metrics["train_loss"].iloc[1:].notna().all() and metrics["val_loss"].notna().all()
+    assert (metrics["graphs_per_s"].iloc[1:] > 0).all() and metrics["data_wait_fraction"].iloc[1:].between(0, 1).all()
+    assert json.loads((tmp_path / "train.json").read_text()) == json.loads(json.dumps(summary))
+    assert summary["steps"] == 8 and summary["stopped_by"] == "max_steps" and summary["C"] > 0
+    assert summary["global_batch_size"] == 4 and summary["steps_per_epoch"] == 30
+    model = jamun.model.load(tmp_path / "model.ckpt")
+    assert model.C == summary["C"] and model.sigma == 0.04
+    assert torch.load(tmp_path / "model.ckpt", weights_only=True)["train"]["steps"] == 8
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, shards):
+    cfg = {**TINY, "ema_decay": 0.9, "grad_clip": 0.5}
+    train(shards, tmp_path / "straight", cfg)
+    assert train(shards, tmp_path / "resumed", cfg, interrupt_at_step=5) == {"interrupted_at_step": 5}
+    work = tmp_path / "resumed" / ".work"
+    assert sorted(p.name for p in work.glob("*.pt")) == ["last.pt", "step_00000003.pt"]
+    assert not (tmp_path / "resumed" / "model.ckpt").exists()
+    # A kill between checkpoints leaves the step-3 checkpoint as last.pt: resume from there.
+    shutil.copy(work / "step_00000003.pt", work / "last.pt")
+    summary = train(shards, tmp_path / "resumed", cfg)
+    assert summary["resumed_from_steps"] == [3]
+    straight, resumed = state_dict(tmp_path / "straight" / "model.ckpt"), state_dict(tmp_path / "resumed" / "model.ckpt")
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0)
+    columns = ["step", "train_loss", "val_loss", "scaled_rmsd"]
+    a = pd.read_csv(tmp_path / "straight" / "metrics.csv")[columns]
+    b = pd.read_csv(tmp_path / "resumed" / "metrics.csv")[columns]
+    pd.testing.assert_frame_equal(a, b, rtol=1e-6)
+
+
+def test_checkpoint_from_other_settings_is_ignored(tmp_path, shards):
+    train(shards, tmp_path / "other", {**TINY, "lr": 0.01}, interrupt_at_step=4)
+    shutil.copytree(tmp_path / "other", tmp_path / "run")
+    summary = train(shards, tmp_path / "run", TINY)
+    assert summary["resumed_from_steps"] == []
+    train(shards, tmp_path / "fresh", TINY)
+    for name, value in state_dict(tmp_path / "fresh" / "model.ckpt").items():
+        torch.testing.assert_close(state_dict(tmp_path / "run" / "model.ckpt")[name], value, rtol=0, atol=0)
+
+
+def test_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, shards):
+    cfg = {**TINY, "max_steps": 3, "val_every": 3, "checkpoint_every": 10}
+    one = train(shards, tmp_path / "one", {**cfg, "batch_size": 4})
+    two = train(shards, tmp_path / "two", {**cfg, "batch_size": 2}, nproc=2, threads=2)  # torchrun, gloo
+    assert two["world_size"] == 2 and two["global_batch_size"] == one["global_batch_size"] == 4
+    a, b = state_dict(tmp_path / "one" / "model.ckpt"), state_dict(tmp_path / "two" / "model.ckpt")
+    torch.manual_seed(cfg["seed"])
+    untrained = jamun.model.Denoiser(cfg, one["C"]).state_dict()
+    assert max(float((a[k] - untrained[k]).abs().max()) for k in a if a[k].numel()) > 1e-3  # training moved them
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-5)
+    assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], rel=1e-5)
+    assert two["final_train_loss"] == pytest.approx(one["final_train_loss"], rel=1e-5)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_last_checkpoint(tmp_path, shards, monkeypatch):
+    calls = {"n": 0}
+    original = jamun.model.Denoiser.loss
+
+    def loss(self, x, y, graph):
+        calls["n"] += self.training
+        value = original(self, x, y, graph)
+        return value * math.nan if self.training and calls["n"] >= 5 else value
+
+    monkeypatch.setattr(jamun.model.Denoiser, "loss", loss)
+    with pytest.raises(FloatingPointError, match="step 5 is not finite"):
+        train(shards, tmp_path, {**TINY, "val_every": 100})
+    assert torch.load(tmp_path / ".work" / "last.pt", weights_only=True)["step"] == 3
+    assert not (tmp_path / "model.ckpt").exists()
+
+
+def test_time_cap_stops_early(tmp_path, shards):
+    summary = train(shards, tmp_path, {**TINY, "max_minutes": 1e-6})
+    assert summary["stopped_by"] == "max_minutes" and summary["steps"] == 1
+    assert pd.read_csv(tmp_path / "metrics.csv")["step"].iloc[-1] == 1
+
+
+def test_corrupt_shard_stops_training_naming_the_file(tmp_path, shards):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    victim = copy / "train" / "shard_00001.frames.npy"
+    victim.write_bytes(victim.read_bytes()[:-8])
+    with pytest.raises(ValueError, match="shard_00001.frames.npy"):
+        train(copy, tmp_path / "out", TINY)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="unknown train config keys \\['learning_rate'\\]"):
+        train_settings({**TINY, "learning_rate": 1.0})
+    with pytest.raises(ValueError, match="train.batch_size"):
+        train_settings({**TINY, "batch_size": 0})
+    with pytest.raises(ValueError, match="train.ema_decay"):
+        train_settings({**TINY, "ema_decay": 1.0})
+
+
+def test_noise_is_fixed_by_seed_and_step_and_shared_across_ranks():
+    a = batch_noise(0, 1, 7, 50, torch.device("cpu"))
+    assert torch.equal(a, batch_noise(0, 1, 7, 50, torch.device("cpu")))
+    assert not torch.equal(a, batch_noise(0, 1, 8, 50, torch.device("cpu")))
+    assert not torch.equal(a, batch_noise(1, 1, 7, 50, torch.device("cpu")))
+    assert abs(float(a.mean())) < 0.3 and 0.7 < float(a.std()) < 1.3
+
+
+def test_corrupt_centres_and_rotates_without_reflecting(shards):
+    _, features = read_peptides(shards / "train")
+    graph = batch_graphs([features[0], features[1], features[0]])
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(scale=0.3, size=(graph.num_atoms, 3)))
+    # Rotating and moving the noisy copy must not matter: corrupt() undoes any rigid motion.
+    rot = torch.tensor(Rotation.random(random_state=1).as_matrix())
+    eta = torch.tensor(rng.normal(size=x.shape))
+    x_c, y = corrupt(x, eta, 0.04, graph)
+    torch.testing.assert_close(graph_mean(x_c, graph), torch.zeros(3, 3, dtype=x.dtype), atol=1e-12, rtol=0)
+    torch.testing.assert_close(graph_mean(y, graph), torch.zeros(3, 3, dtype=x.dtype), atol=1e-12, rtol=0)
+    # y is already optimally aligned: a second Kabsch finds the identity.
+    rots = kabsch_rotations(y, x_c, graph)
+    torch.testing.assert_close(rots, torch.eye(3, dtype=x.dtype).expand(3, 3, 3), atol=1e-9, rtol=0)
+    rmsd = (y - x_c).square().sum(1).mean().sqrt()
+    assert 0.5 * 0.04 * math.sqrt(3) < rmsd < 0.04 * math.sqrt(3)  # alignment removes some noise
+    x_moved = x @ rot.T + 1.0
+    _, y_moved = corrupt(x_moved, eta @ rot.T, 0.04, graph)
+    torch.testing.assert_close(y_moved, y @ rot.T, atol=1e-9, rtol=0)
+
+
+def _val_losses(shards: Path, model) -> dict[str, float]:
+    """DESIGN §5 loss over every val frame (fixed test noise) of the trained model, of the identity
+    xhat = c_skip y, and of the best global rescale xhat = a y (a fitted on these very frames)."""
+    from jamun.data.dataset import EpochOrder, ShardSplit
+
+    data, p = ShardSplit(shards / "val"), model.preconditioning
+    order, generator = EpochOrder(data, seed=0), torch.Generator().manual_seed(123)
+    sums = dict.fromkeys(("trained", "identity", "xx", "xy", "yy"), 0.0)
+    with torch.no_grad():
+        for start in range(0, data.n_frames, 50):
+            frames = order.batch(0, start, min(start + 50, data.n_frames))
+            graph = frames.graph
+            x, y = corrupt(frames.positions, torch.randn(frames.positions.shape, generator=generator), model.sigma, graph)
+            per_graph = {
+                "trained": (model.xhat(y, graph) - x).square().sum(1), "identity": (p.c_skip * y - x).square().sum(1),
+                "xx": (x * x).sum(1), "xy": (x * y).sum(1), "yy": (y * y).sum(1),
+            }  # fmt: skip
+            for key, value in per_graph.items():
+                sums[key] += float(graph_mean(value, graph).sum())
+    # The loss of a y is quadratic in a: (xx - 2 a xy + a^2 yy) / c_out^2, minimal at a = xy / yy.
+    a = sums["xy"] / sums["yy"]
+    losses = {k: sums[k] / data.n_frames / p.c_out**2 for k in ("trained", "identity")}
+    losses["rescale"] = (sums["xx"] - 2 * a * sums["xy"] + a * a * sums["yy"]) / data.n_frames / p.c_out**2
+    return {**losses, "a": a}
+
+
+@pytest.mark.slow
+def test_denoiser_learns_structure_that_a_global_rescale_cannot(tmp_path):
+    pdbs = {"A": ALA_PDB, "GN": GN_PDB}
+    flexible = {"noise_nm": 0.005, "torsion_deg": 15.0}  # rigid bonds, two basins per phi/psi
+    for split, frames, seed in (("train", 1000, 0), ("val", 200, 10)):
+        sources = [write_trajectory(tmp_path / split, p, pdb, frames, seed=seed + k, **flexible)
+                   for k, (p, pdb) in enumerate(pdbs.items())]  # fmt: skip
+        write_shards(split, sources, tmp_path / "shards" / split, frames_per_shard=500, seed=0)
+    cfg = {**TINY, "model": {"hidden_irreps": "16x0e + 4x1e", "num_layers": 2, "num_radial": 8, "radial_hidden": 16},
+           "batch_size": 16, "lr": 0.005, "max_steps": 120, "max_minutes": 2.0, "val_every": 40,
+           "val_batches": 4, "checkpoint_every": 1000}  # fmt: skip
+    summary = train(tmp_path / "shards", tmp_path / "out", cfg, threads=1)
+    losses = _val_losses(tmp_path / "shards", jamun.model.load(tmp_path / "out" / "model.ckpt"))
+    print(f"steps {summary['steps']}, wall {summary['wall_seconds']:.0f} s, val losses {losses}")
+    assert losses["trained"] <= 0.8 * losses["identity"]
+    assert losses["rescale"] > 0.8 * losses["identity"]  # the bar needs structure, not a global shrinkage
