@@ -23,7 +23,7 @@ from pathlib import Path
 import mdtraj
 import torch
 
-from jamun.data.graph import GraphBatch, batch_graphs, center_positions, topology_features
+from jamun.data.graph import GraphBatch, TopologyFeatures, batch_graphs, center_positions, topology_features
 from jamun.model import Denoiser
 from jamun.peptides import build_peptide
 
@@ -35,14 +35,16 @@ SIZES = {
 }
 
 
-def peptide_structure(sequence: str, folder: Path) -> tuple[object, torch.Tensor]:
+def peptide_structure(sequence: str, folder: Path) -> tuple[TopologyFeatures, torch.Tensor]:
     """(TopologyFeatures, heavy-atom positions (n, 3) nm) of a freshly built capped peptide."""
     built = mdtraj.load(build_peptide(sequence, folder / f"{sequence}.pdb"))
     features = topology_features(built.topology)
     return features, torch.tensor(built.xyz[0][features.heavy_atom_indices])
 
 
-def noisy_batch(features, positions: torch.Tensor, batch_size: int, device: str) -> tuple[GraphBatch, torch.Tensor, torch.Tensor]:
+def noisy_batch(
+    features: TopologyFeatures, positions: torch.Tensor, batch_size: int, device: str
+) -> tuple[GraphBatch, torch.Tensor, torch.Tensor]:
     """Graph, centred clean x and centred noisy y for ``batch_size`` copies of one peptide."""
     graph = batch_graphs([features] * batch_size).to(device)
     x = positions.to(device).repeat(batch_size, 1)

@@ -21,15 +21,21 @@ from pathlib import Path
 import openmm
 import openmm.unit as unit
 
-from jamun.md import MDSettings, create_system, derived_seed, load_system_pdb, make_integrator, simulate
+from jamun.md import (MDSettings, add_barostat, create_system, derived_seed, load_system_pdb, make_integrator,
+                      simulate)
 from jamun.peptides import build_peptide
 
 
 def bare_ns_per_day(system_pdb: Path, settings: MDSettings, platform: str, ns: float, seed: int
                     ) -> tuple[float, float]:
-    """ns/day by wall clock and by CPU time of one `integrator.step(n)` call for `ns`, after minimization."""
+    """ns/day by wall clock and by CPU time of one `integrator.step(n)` call for `ns`, after minimization.
+
+    The system is the production one: no restraints, a barostat in the explicit protocol.
+    """
     pdb = load_system_pdb(system_pdb)
     prepared = create_system(pdb.topology, pdb.positions, settings, seed=seed)
+    if settings.protocol == "explicit":  # production runs at constant pressure
+        add_barostat(prepared.system, settings, seed)
     integrator = make_integrator(settings, derived_seed(seed, 0))
     context = openmm.Context(prepared.system, integrator, openmm.Platform.getPlatformByName(platform))
     context.setPositions(prepared.positions)
@@ -67,7 +73,8 @@ def compare(sequence: str, settings: MDSettings, ns: float, workdir: Path, repea
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peptides", nargs="+", default=["AA"])
-    parser.add_argument("--protocols", nargs="+", default=["implicit", "explicit"], choices=["implicit", "explicit"])
+    parser.add_argument("--protocols", nargs="+", default=["implicit", "explicit"],
+                        choices=["implicit", "explicit"])
     parser.add_argument("--implicit-ns", type=float, default=0.2)
     parser.add_argument("--explicit-ns", type=float, default=0.005)
     parser.add_argument("--platform", default="auto")
@@ -76,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hydrogen-mass-amu", type=float, default=None)
     args = parser.parse_args(argv)
 
-    base = MDSettings(platform=args.platform, timestep_fs=args.timestep_fs, hydrogen_mass_amu=args.hydrogen_mass_amu,
+    base = MDSettings(platform=args.platform, timestep_fs=args.timestep_fs,
+                      hydrogen_mass_amu=args.hydrogen_mass_amu,
                       save_every_ps=1.0, checkpoint_every_ps=10.0, nvt_ps=1.0)
     protocols = {"implicit": (base, args.implicit_ns),
                  "explicit": (dataclasses.replace(base, protocol="explicit", npt_ps=1.0), args.explicit_ns)}
@@ -88,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
                 settings, ns = protocols[protocol]
                 r = compare(sequence, settings, ns, Path(tmp), args.repeats)
                 print(f"{r['peptide']:8s} {r['protocol']:9s} {r['platform']:10s} {r['atoms']:6d} "
-                      f"{r['simulate']:10.1f} {r['bare']:10.1f} {r['ratio']:6.2f} {r['cpu_ratio']:5.2f}  {r['runs']}",
+                      f"{r['simulate']:10.1f} {r['bare']:10.1f} {r['ratio']:6.2f} {r['cpu_ratio']:5.2f}  "
+                      f"{r['runs']}",
                       flush=True)
 
 

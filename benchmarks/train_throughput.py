@@ -7,10 +7,12 @@ jamun.peptides, randomly rotated and jiggled (only the atom counts matter for sp
 ``--warmup`` steps are excluded; the numbers are those of the metrics row of the remaining steps.
 
     python benchmarks/train_throughput.py                          # demo and paper, 20 steps each
-    python benchmarks/train_throughput.py --sizes demo --steps 50 --threads 2
+    python benchmarks/train_throughput.py --sizes demo --steps 50 --threads 1 2
     python benchmarks/train_throughput.py --shards results/shards   # real shards instead
 
-Prints one tab-separated row per size (and writes them to --out as CSV if given).
+Prints one tab-separated row per size and thread count (and writes them to --out as CSV).
+On a busy machine run it with ``OMP_WAIT_POLICY=PASSIVE``: with spinning OpenMP threads and more
+runnable threads than cores, two threads measured 6-9x slower than one (see the final report).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZE_CONFIGS), default=["demo", "paper"])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per size")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2])
     parser.add_argument("--peptides", nargs="+", default=["AA", "GN"], help="synthetic shards from these")
     parser.add_argument("--frames", type=int, default=2000, help="synthetic frames per peptide")
     parser.add_argument("--shards", type=Path, default=None, help="existing shards folder instead")
@@ -77,7 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         shards = args.shards or synthetic_shards(work / "data", args.peptides, args.frames)
-        rows = [measure(shards, size, args.steps, args.warmup, args.threads, work) for size in args.sizes]
+        rows = [
+            measure(shards, size, args.steps, args.warmup, threads, work / f"{threads}")
+            for size in args.sizes
+            for threads in args.threads
+        ]
     table = pd.DataFrame(rows)
     print(table.to_csv(sep="\t", index=False, float_format="%.4g"), end="")
     if args.out:

@@ -29,10 +29,10 @@ import hashlib
 import json
 import logging
 import os
-import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ import openmm.unit as unit
 from mdtraj.formats import XTCTrajectoryFile
 from tqdm import tqdm
 
-from jamun.peptides import (FORCEFIELD_FILES, RESIDUES, implicit_forcefield, write_pdb_atomic,
+from jamun.peptides import (FORCEFIELD_FILES, RESIDUES, implicit_forcefield, seeded_random, write_pdb_atomic,
                             write_text_atomic)
 
 log = logging.getLogger(__name__)
@@ -237,15 +237,10 @@ def create_system(topology: app.Topology, positions: unit.Quantity, settings: MD
         return PreparedSystem(system, positions, topology)
     forcefield = app.ForceField(*EXPLICIT_FORCEFIELD_FILES)
     modeller = app.Modeller(topology, positions)
-    # Modeller picks ion sites with the global `random`; seed it locally for reproducible boxes.
-    saved = random.getstate()
-    random.seed(seed)
-    try:
+    with seeded_random(seed):  # Modeller picks the waters that become ions at random
         modeller.addSolvent(forcefield, model="tip3p", padding=settings.padding_nm * unit.nanometer,
                             boxShape="cube", positiveIon="Na+", negativeIon="Cl-",
                             ionicStrength=settings.ionic_strength_molar * unit.molar, neutralize=True)
-    finally:
-        random.setstate(saved)
     system = forcefield.createSystem(
         modeller.topology, nonbondedMethod=app.PME, nonbondedCutoff=settings.cutoff_nm * unit.nanometer,
         constraints=app.HBonds, hydrogenMass=hydrogen_mass)
@@ -274,7 +269,7 @@ def add_restraints(prepared: PreparedSystem, reference_nm: np.ndarray, k: float)
     prepared.system.addForce(force)
 
 
-def _remove_forces(system: openmm.System, predicate) -> bool:
+def _remove_forces(system: openmm.System, predicate: Callable[[openmm.Force], bool]) -> bool:
     indices = [i for i, f in enumerate(system.getForces()) if predicate(f)]
     for i in reversed(indices):
         system.removeForce(i)
@@ -604,16 +599,20 @@ def simulate(system_pdb: Path | str, out_dir: Path | str, *, length_ns: float, s
     checkpoint_steps = settings.steps(settings.checkpoint_every_ps)
     integrator = make_integrator(settings, derived_seed(seed, step))
     context = None
-    # Counted in steps (exact integers), shown in ns through unit_scale.
+    # Counted in steps (exact integers), shown in ns through unit_scale; into a log file (Snakemake)
+    # only every 30 s.
     bar = tqdm(total=stages[-1].end, initial=step, unit_scale=settings.timestep_ps / 1000.0, unit="ns",
                disable=not progress, file=sys.stderr, dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 30.0,
                desc=next(s.name for s in stages if step < s.end) + ": ",
-               bar_format="{desc}{percentage:3.0f}%|{bar}| {n:.4f}/{total:.4f} ns [{elapsed}<{remaining}{postfix}]")
+               bar_format="{desc}{percentage:3.0f}%|{bar}| {n:.4f}/{total:.4f} ns "
+                          "[{elapsed}<{remaining}{postfix}]")
 
     for stage in (s for s in stages if step < s.end):
         changed = _set_stage_forces(prepared, stage, reference, settings, seed, step)
         if context is None:
-            context = openmm.Context(prepared.system, integrator, openmm.Platform.getPlatformByName(run["platform"]))
+            platform = openmm.Platform.getPlatformByName(run["platform"])
+            context = openmm.Context(prepared.system, integrator, platform)
             context.setState(openmm.XmlSerializer.deserialize(checkpoint["state"]))
         elif changed:  # a Context keeps the forces it was made with until reinitialized
             context.reinitialize(preserveState=True)
@@ -661,6 +660,7 @@ def _finish(work: Path, out_dir: Path, run: dict[str, Any], settings: MDSettings
     steps = {s.name: s.steps for s in stages}
     metadata = {
         "peptide": _sequence_of(pdb.topology),
+        "system_pdb_sha256": run["fingerprint"]["system_pdb_sha256"],
         "forcefield": "amber99sbildn",
         "forcefield_files": list(EXPLICIT_FORCEFIELD_FILES if explicit else FORCEFIELD_FILES),
         "water_model": "tip3p" if explicit else None,
@@ -683,9 +683,10 @@ def _finish(work: Path, out_dir: Path, run: dict[str, Any], settings: MDSettings
         "n_frames": n_frames,
         "seed": seed,
         "platform": run["platform"],
-        "platform_ns_per_day": run["platform_ns_per_day"],
+        "platform_ns_per_day": run["platform_ns_per_day"],  # the 'auto' measurement, else {}
         "openmm_version": openmm.__version__,
         **clock,
+        # Production throughput: stepping, frame output and checkpoints; not setup/equilibration.
         "ns_per_day": _ns_per_day(length_ns, clock["production_wall_seconds"]),
         "resumes": run["resumes"],
         "n_atoms_protein": pdb.topology.getNumAtoms(),

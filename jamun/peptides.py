@@ -1,7 +1,7 @@
 """Peptide sequences and building capped peptides (ACE-...-NME) offline.
 
 Route (DESIGN.md §11): write a heavy-atom skeleton (ACE C/O/CH3, backbone N/CA/C/O and CB of every
-residue, NME N/C) in an idealised beta-strand geometry with L-chirality, let pdbfixer add the
+residue, the proline ring, NME N/C) in an idealised beta-strand geometry with L-chirality, let pdbfixer add the
 missing side-chain heavy atoms from its templates and OpenMM's Modeller add hydrogens at pH 7, then
 minimize with amber99sbildn + OBC implicit solvent. No tleap, no downloads. Letting pdbfixer add
 whole missing residues instead gives D-residues for most pairs, hence the explicit skeleton.
@@ -9,9 +9,12 @@ whole missing residues instead gives D-residues for most pairs, hence the explic
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
+import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +33,13 @@ FORCEFIELD_FILES = ("amber99sbildn.xml", "amber99_obc.xml")
 
 # Ideal backbone geometry (Engh & Huber 1991, Acta Cryst. A47:392): lengths in nm, angles in deg.
 _BOND = {"N-CA": 0.1458, "CA-C": 0.1525, "C-N": 0.1329, "C-O": 0.1231, "CA-CB": 0.1530,
-         "C-CH3": 0.1520, "N-CH3": 0.1458}
-_ANGLE = {"N-CA-C": 111.2, "CA-C-N": 116.2, "C-N-CA": 121.7, "N-C-O": 122.7, "N-CA-CB": 110.5}
+         "C-CH3": 0.1520, "N-CH3": 0.1458, "CB-CG": 0.1492, "CG-CD": 0.1503}
+_ANGLE = {"N-CA-C": 111.2, "CA-C-N": 116.2, "C-N-CA": 121.7, "N-C-O": 122.7, "N-CA-CB": 110.5,
+          "N-CA-CB(PRO)": 103.0, "CA-CB-CG": 104.5, "CB-CG-CD": 106.1}
+# Proline ring in the C-gamma-endo pucker; chi1, chi2 (deg) chosen so that the ring closes with
+# N-CD = 0.147 nm. Placed here, not by pdbfixer: its template fit plus soft-core dynamics could
+# leave CD on the wrong side of N, and minimization then inverted CA (seen for PW and CP).
+_PRO_CHI1, _PRO_CHI2 = 28.0, -33.0
 # Beta-strand backbone; proline's ring fixes phi near -65 deg, so it starts there (less strain).
 _PHI, _PSI, _OMEGA, _PHI_PRO = -120.0, 130.0, 180.0, -65.0
 # Dihedral C-N-CA-CB that puts CB on the L (2S) side; checked by the signed-volume test.
@@ -109,8 +117,13 @@ def _skeleton(sequence: str) -> list[tuple[int, str, str, np.ndarray]]:
         atoms += [(i, name, "N", n), (i, name, "CA", ca), (i, name, "C", c),
                   (i, name, "O", carbonyl_o(c, n_next, ca_next))]
         if name != "GLY":
-            cb = _place(c, n, ca, _BOND["CA-CB"], _ANGLE["N-CA-CB"], _CB_DIHEDRAL)
+            angle = _ANGLE["N-CA-CB(PRO)" if name == "PRO" else "N-CA-CB"]
+            cb = _place(c, n, ca, _BOND["CA-CB"], angle, _CB_DIHEDRAL)
             atoms.append((i, name, "CB", cb))
+        if name == "PRO":
+            cg = _place(n, ca, cb, _BOND["CB-CG"], _ANGLE["CA-CB-CG"], _PRO_CHI1)
+            cd = _place(ca, cb, cg, _BOND["CG-CD"], _ANGLE["CB-CG-CD"], _PRO_CHI2)
+            atoms += [(i, name, "CG", cg), (i, name, "CD", cd)]
     last = len(names) + 1
     atoms += [(last, "NME", "N", chain[-2]), (last, "NME", "C", chain[-1])]
     return atoms
@@ -126,6 +139,21 @@ def _skeleton_pdb(sequence: str) -> str:
     return "\n".join(lines + ["TER", "END", ""])
 
 
+@contextlib.contextmanager
+def seeded_random(seed: int) -> Iterator[None]:
+    """Seed Python's global `random` inside the block and restore its state afterwards.
+
+    OpenMM's Modeller draws from it (methyl hydrogen rotations, ion sites); this makes builds
+    reproducible without disturbing anyone else's random stream.
+    """
+    saved = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved)
+
+
 @functools.lru_cache(maxsize=1)
 def implicit_forcefield() -> app.ForceField:
     """amber99sbildn + OBC implicit solvent (OpenMM's native GB force, fast on Reference)."""
@@ -139,24 +167,28 @@ def peptide_model(sequence: str) -> app.Modeller:
     graph, so amber99sbildn picks its HID template from the hydrogens present.
     """
     seq = validate_sequence(sequence)
-    fixer = PDBFixer(pdbfile=io.StringIO(_skeleton_pdb(seq)))
+    # Reference platform: pdbfixer minimizes the atoms it adds, and the threaded CPU platform
+    # would make the result differ from run to run.
+    fixer = PDBFixer(pdbfile=io.StringIO(_skeleton_pdb(seq)),
+                     platform=openmm.Platform.getPlatformByName("Reference"))
     fixer.missingResidues = {}  # the skeleton is complete; only side-chain atoms are missing
     fixer.findMissingAtoms()
-    fixer.addMissingAtoms(seed=0)
+    fixer.addMissingAtoms(seed=1)
     modeller = app.Modeller(fixer.topology, fixer.positions)
     # Modeller directly (not fixer.addMissingHydrogens), so nothing is ever looked up online.
-    modeller.addHydrogens(pH=7.0)
+    with seeded_random(0):
+        modeller.addHydrogens(pH=7.0)
     return modeller
 
 
 def minimize(topology: app.Topology, positions: unit.Quantity, *, tolerance_kj_mol_nm: float = 10.0,
              max_iterations: int = 0) -> unit.Quantity:
-    """Local energy minimization with amber99sbildn + OBC (NoCutoff, HBonds), Reference platform.
+    """Local energy minimization with amber99sbildn + OBC (NoCutoff), Reference platform.
 
-    Returns positions (n_atoms, 3) nm as an OpenMM Quantity.
+    Unconstrained: X-H bonds relax to their force-field lengths (the HBonds constraint lengths),
+    ~2x faster than minimizing with constraints. Returns positions (n_atoms, 3) nm as a Quantity.
     """
-    system = implicit_forcefield().createSystem(topology, nonbondedMethod=app.NoCutoff,
-                                                constraints=app.HBonds)
+    system = implicit_forcefield().createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None)
     integrator = openmm.VerletIntegrator(0.001)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(positions)
@@ -185,11 +217,28 @@ def write_pdb_atomic(topology: app.Topology, positions: unit.Quantity, out_pdb: 
     return write_text_atomic(out_pdb, buffer.getvalue())
 
 
+def ca_signed_volumes(topology: app.Topology, positions: unit.Quantity) -> dict[str, float]:
+    """det[N - CA, C - CA, CB - CA] (nm^3) per residue with a CB, keyed "ALA1"; > 0 means L."""
+    xyz = np.asarray(positions.value_in_unit(unit.nanometer))
+    volumes = {}
+    for residue in topology.residues():
+        idx = {atom.name: atom.index for atom in residue.atoms()}
+        if {"N", "CA", "C", "CB"} <= idx.keys():
+            ca = xyz[idx["CA"]]
+            volumes[f"{residue.name}{residue.index}"] = float(np.linalg.det(
+                np.stack([xyz[idx["N"]] - ca, xyz[idx["C"]] - ca, xyz[idx["CB"]] - ca])))
+    return volumes
+
+
 def build_peptide(sequence: str, out_pdb: Path | str) -> Path:
     """Build capped ACE-sequence-NME with all hydrogens, minimized, L-chirality; write `out_pdb`.
 
-    The sequence is validated before anything is written. Returns the written path.
+    The sequence is validated before anything is written, and the minimized structure is checked
+    for L-chirality at every CA (RuntimeError otherwise, nothing written). Returns the path.
     """
     model = peptide_model(sequence)
     positions = minimize(model.topology, model.positions)
+    inverted = [name for name, volume in ca_signed_volumes(model.topology, positions).items() if volume <= 0]
+    if inverted:
+        raise RuntimeError(f"building {sequence!r} inverted CA chirality at {inverted}; nothing written")
     return write_pdb_atomic(model.topology, positions, out_pdb)

@@ -25,6 +25,10 @@ MD_JSON_KEYS = {"forcefield", "water_model", "implicit_model", "protocol", "time
 TINY = dict(nvt_ps=0.2, save_every_ps=0.1, checkpoint_every_ps=0.4, platform="Reference")
 
 
+def reference_context(system: openmm.System) -> openmm.Context:
+    return openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+
+
 @pytest.fixture(scope="module")
 def ala_pdb(tmp_path_factory):
     return build_peptide("A", tmp_path_factory.mktemp("ala") / "system.pdb")
@@ -79,7 +83,7 @@ def test_restraint_energy_zero_after_removal(ala_pdb):
     prepared = create_system(pdb.topology, pdb.positions, settings)
     reference = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     add_restraints(prepared, reference, k=1000.0)
-    context = openmm.Context(prepared.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context = reference_context(prepared.system)
     shifted = reference + np.array([0.01, 0.0, 0.0])
     context.setPositions(shifted)
     n_heavy = sum(a.element.symbol != "H" for a in pdb.topology.atoms())
@@ -101,7 +105,7 @@ def test_explicit_restraints_use_minimum_image(gly_pdb):
     assert prepared.solvent["HOH"] > 300 and prepared.periodic
     xyz = np.asarray(prepared.positions.value_in_unit(unit.nanometer))
     add_restraints(prepared, xyz, k=1000.0)
-    context = openmm.Context(prepared.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context = reference_context(prepared.system)
     box = prepared.system.getDefaultPeriodicBoxVectors()[0].value_in_unit(unit.nanometer)
     assert box[0] > 2 * settings.cutoff_nm * 1.1
     moved = xyz.copy()
@@ -188,7 +192,8 @@ def test_stale_work_folder_is_discarded(ala_pdb, tmp_path):
 def test_select_platform(ala_pdb):
     pdb = load_system_pdb(ala_pdb)
     prepared = create_system(pdb.topology, pdb.positions, MDSettings())
-    assert select_platform(prepared.system, prepared.positions, MDSettings(platform="Reference")) == ("Reference", {})
+    fixed = select_platform(prepared.system, prepared.positions, MDSettings(platform="Reference"))
+    assert fixed == ("Reference", {})
     name, timings = select_platform(prepared.system, prepared.positions, MDSettings(platform="auto"))
     assert name == max(timings, key=timings.get) and all(v > 0 for v in timings.values())
     missing = next((p for p in ("CUDA", "OpenCL") if p not in available_platforms()), None)

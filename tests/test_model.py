@@ -11,9 +11,9 @@ import torch
 from e3nn import o3
 
 import jamun.model
-from jamun.data.graph import GraphBatch, batch_graphs, center_positions, graph_mean, topology_features
+from jamun.data.graph import GraphBatch, batch_graphs, center_positions, graph_edges, graph_mean, topology_features
 from jamun.model import Denoiser, Preconditioning, model_config
-from jamun.model.convolution import TensorProductConvolution, source_slots
+from jamun.model.convolution import GroupedEdges, TensorProductConvolution
 
 SIGMA = 0.04
 C = 0.25
@@ -263,11 +263,11 @@ def test_convolution_matches_edge_first_reference() -> None:
     a, b, s, v, k, f, n = 5, 3, 6, 4, 7, 8, 9
     conv = TensorProductConvolution(a, b, s, v, f, k)
     h = torch.randn(n, a + 3 * b)
-    source = torch.sort(torch.randint(0, n, (40,))).values
+    edges = GroupedEdges.from_edges(torch.randint(0, n, (2, 40)), torch.zeros(40, dtype=torch.bool), n)
+    source = edges.index[0]
     direction = 3**0.5 * torch.nn.functional.normalize(torch.randn(40, 3), dim=1)
     edge_features = torch.randn(40, f)
-    slot, num_slots = source_slots(source, n)
-    messages = conv(h, direction, edge_features, source, slot, num_slots)
+    messages = conv(h, direction, edge_features, edges)
 
     phi = conv.edge_mlp(edge_features)
     w_s = torch.einsum("ek,akw->eaw", phi, conv.weight_from_scalars)  # [E, a, s + v]
@@ -288,11 +288,13 @@ def test_convolution_matches_edge_first_reference() -> None:
 
 def test_output_is_continuous_when_a_pair_crosses_the_cutoff(denoiser: Denoiser, peptides: dict) -> None:
     graph, x, _ = noisy_batch(peptides, ["AA"], seed=10)
-    outputs = []
+    outputs, num_edges = [], []
     for distance in (0.5 - 1e-5, 0.5 + 1e-5):
         y = x.clone()
-        y[14] = y[0] + distance * torch.nn.functional.normalize(x[14] - x[0], dim=0)  # no bond between 0 and 14
+        y[14] = y[0] + distance * torch.nn.functional.normalize(x[14] - x[0], dim=0)  # atoms 0, 14 not bonded
         outputs.append(denoiser.network_output(y, graph))
+        num_edges.append(graph_edges(y, graph, 0.5, 1000)[0].shape[1])
+    assert num_edges[0] == num_edges[1] + 2
     assert relative_error(outputs[1], outputs[0]) < 1e-3
 
 
@@ -314,6 +316,18 @@ def test_training_steps_beat_the_zero_network(peptides: dict) -> None:
 
 
 def test_parameter_counts() -> None:
+    """Paper size (radial_hidden 74) lands on the paper's 8.2M parameters; the demo size is small."""
     paper = Denoiser({"sigma_nm": SIGMA, "hidden_irreps": "120x0e + 32x1e", "num_layers": 4, "radial_hidden": 74}, C)
     assert paper.num_parameters() == pytest.approx(8.2e6, rel=0.1)
     assert Denoiser({"sigma_nm": SIGMA}, C).num_parameters() < 1e6
+
+
+def test_bfloat16_autocast_stays_close_to_float32(denoiser: Denoiser, peptides: dict) -> None:
+    graph, _, y = noisy_batch(peptides, ["AA", "SG"], seed=12)
+    with torch.no_grad():
+        reference = denoiser.network_output(y, graph)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low_precision = denoiser.network_output(y, graph)
+            xhat = denoiser.xhat(y, graph)
+    assert relative_error(low_precision.float(), reference) < 5e-2
+    assert xhat.dtype == torch.float32 and torch.isfinite(xhat).all()

@@ -8,8 +8,8 @@ import openmm.app as app
 import openmm.unit as unit
 import pytest
 
-from jamun.peptides import (RESIDUES, build_peptide, implicit_forcefield, minimize, peptide_model, residue_label,
-                            validate_sequence)
+from jamun.peptides import (RESIDUES, build_peptide, ca_signed_volumes, implicit_forcefield, minimize,
+                            peptide_model, residue_label, validate_sequence)
 
 # Atoms of each residue inside a chain at pH 7 (HIS as HID), from the amber99sbildn templates'
 # chemistry, written out independently of the builder. Caps: ACE 6, NME 6.
@@ -38,13 +38,14 @@ def chirality_volumes(topology: app.Topology, xyz: np.ndarray) -> list[tuple[str
     """
     out = []
     for residue in topology.residues():
-        idx = {atom.name: atom.index for atom in residue.atoms()}
-        if "CB" in idx and "CA" in idx:
-            out.append((f"{residue.name}{residue.index} CA", signed_volume(xyz, idx["CA"], idx["N"], idx["C"], idx["CB"])))
+        i = {atom.name: atom.index for atom in residue.atoms()}
+        label = f"{residue.name}{residue.index}"
+        if "CB" in i and "CA" in i:
+            out.append((f"{label} CA", signed_volume(xyz, i["CA"], i["N"], i["C"], i["CB"])))
         if residue.name == "ILE":
-            out.append((f"ILE{residue.index} CB", signed_volume(xyz, idx["CB"], idx["CA"], idx["CG1"], idx["CG2"])))
+            out.append((f"{label} CB", signed_volume(xyz, i["CB"], i["CA"], i["CG1"], i["CG2"])))
         if residue.name == "THR":
-            out.append((f"THR{residue.index} CB", -signed_volume(xyz, idx["CB"], idx["OG1"], idx["CA"], idx["CG2"])))
+            out.append((f"{label} CB", -signed_volume(xyz, i["CB"], i["OG1"], i["CA"], i["CG2"])))
     return out
 
 
@@ -74,6 +75,12 @@ def max_bond_strain(topology: app.Topology, xyz: np.ndarray) -> float:
     return worst
 
 
+def reference_context(system: openmm.System, positions) -> openmm.Context:
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    return context
+
+
 def as_nm(positions) -> np.ndarray:
     return np.asarray(positions.value_in_unit(unit.nanometer))
 
@@ -101,11 +108,15 @@ def test_bad_sequence_writes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_all_400_dipeptides_have_l_chirality_and_counts():
-    """Unminimized models (minimization is covered below): ~25 s for 400 on 2 busy cores."""
+def test_all_400_dipeptides_minimized_have_l_chirality_and_counts():
+    """What build_peptide writes, minus the file: ~30 s quiet, ~50 s on 2 busy cores.
+
+    After minimization, because that is where chirality broke before (a pdbfixer-placed PRO
+    ring inverted CA in PW and CP).
+    """
     for sequence in ALL_DIPEPTIDES:
         model = peptide_model(sequence)
-        xyz = as_nm(model.positions)
+        xyz = as_nm(minimize(model.topology, model.positions))
         assert model.topology.getNumAtoms() == expected_atoms(sequence), sequence
         assert [r.name for r in model.topology.residues()] == ["ACE", *(RESIDUES[c] for c in sequence), "NME"]
         assert_chirality(model.topology, xyz, sequence)
@@ -114,7 +125,11 @@ def test_all_400_dipeptides_have_l_chirality_and_counts():
         assert lengths.min() > 0.118 and lengths.max() < 0.19, sequence
 
 
-@pytest.mark.parametrize("sequence", ["A", "W", "GPW", "HP", "IT", "FY", "PP", "CM", "ACDEFGHI"])
+# Through the file: 1-, 3- and 8-residue peptides, PRO both sides, aromatics, ILE/THR.
+MINIMIZED = ["A", "W", "GPW", "PW", "CP", "FY", "WH", "IT", "CM", "ACDEFGHI"]
+
+
+@pytest.mark.parametrize("sequence", MINIMIZED)
 def test_build_minimized_keeps_chirality(tmp_path, sequence):
     out = build_peptide(sequence, tmp_path / sequence / "system.pdb")
     pdb = app.PDBFile(str(out))
@@ -125,10 +140,23 @@ def test_build_minimized_keeps_chirality(tmp_path, sequence):
     assert max_bond_strain(pdb.topology, xyz) < 0.03
     assert not list(tmp_path.joinpath(sequence).glob(".*tmp"))
     system = implicit_forcefield().createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-    context.setPositions(pdb.positions)
-    forces = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    context = reference_context(system, pdb.positions)
+    forces = context.getState(getForces=True).getForces(asNumpy=True)
+    forces = forces.value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
     assert np.abs(forces).max() < 2000.0  # a local minimum up to PDB rounding, not a strained start
+
+
+def test_build_is_deterministic(tmp_path):
+    first = build_peptide("CP", tmp_path / "a.pdb").read_text().splitlines()[1:]  # line 0: date
+    assert build_peptide("CP", tmp_path / "b.pdb").read_text().splitlines()[1:] == first
+
+
+def test_library_chirality_check_agrees(tmp_path):
+    model = peptide_model("AW")
+    volumes = ca_signed_volumes(model.topology, model.positions)
+    assert set(volumes) == {"ALA1", "TRP2"} and all(v > 0 for v in volumes.values())
+    mirrored = model.positions * -1.0  # a mirror image is all-D
+    assert all(v < 0 for v in ca_signed_volumes(model.topology, mirrored).values())
 
 
 def test_alanine_dipeptide_atoms_and_histidine_variant():
@@ -140,11 +168,11 @@ def test_alanine_dipeptide_atoms_and_histidine_variant():
 
 def test_minimization_lowers_energy():
     model = peptide_model("PW")
-    system = implicit_forcefield().createSystem(model.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+    system = implicit_forcefield().createSystem(model.topology, nonbondedMethod=app.NoCutoff,
+                                                constraints=app.HBonds)
 
     def energy(positions):
-        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-        context.setPositions(positions)
-        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        state = reference_context(system, positions).getState(getEnergy=True)
+        return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
 
     assert energy(minimize(model.topology, model.positions)) < energy(model.positions) - 10.0

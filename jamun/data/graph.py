@@ -2,7 +2,7 @@
 
 One peptide's topology becomes a :class:`TopologyFeatures` (numpy); several, possibly different
 peptides become one :class:`GraphBatch` (torch). :func:`graph_edges` adds the geometric part:
-bonds ∪ pairs closer than ``r_cut`` (JAMUN, Daigavane et al. 2024, §3; DESIGN.md §5).
+bonds ∪ pairs closer than ``r_cut`` (JAMUN, Daigavane et al. 2024; DESIGN.md §5).
 
 Vocabulary policy: an element, atom name or residue name outside the vocabularies below maps to
 the last index of its vocabulary ("other"), so modified residues or unusual caps still run; the
@@ -115,9 +115,11 @@ def topology_features(topology: mdtraj.Topology) -> TopologyFeatures:
 
     full_to_heavy = {atom.index: k for k, atom in enumerate(heavy)}
     bonds = sorted(
-        tuple(sorted((full_to_heavy[a.index], full_to_heavy[b.index])))
-        for a, b in topology.bonds
-        if a.index in full_to_heavy and b.index in full_to_heavy
+        {
+            tuple(sorted((full_to_heavy[a.index], full_to_heavy[b.index])))
+            for a, b in topology.bonds
+            if a.index in full_to_heavy and b.index in full_to_heavy
+        }
     )
     if len(heavy) > 1 and not bonds:
         raise ValueError(

@@ -57,7 +57,6 @@ __all__ = [
 SPLITS = ("train", "val")
 PAIR_CUTOFF_NM = 1.0
 CHUNK_FRAMES = 1000  # frames read from a trajectory at a time (capped at one shard)
-FRAME_COLUMNS = ("peptide", "source_frame", "atom_offset")
 MANIFEST = "manifest.csv"
 STATS = "stats.json"
 PEPTIDES = "peptides.json"
@@ -177,13 +176,6 @@ def _allocate(rng: np.random.Generator, peptide_frames: Sequence[int], shard_siz
     return counts
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -299,12 +291,32 @@ def write_shards(
         raise ValueError(f"split {split}: trajectories of {peptides} hold no frames")
 
     rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
-    n_atoms = np.array([s.n_atoms for s in sources], dtype=np.int64)
     counts = _allocate(rng, [s.n_frames for s in sources], _shard_sizes(n_frames, frames_per_shard))
 
     work = out_dir.parent / f".{out_dir.name}.partial"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    try:
+        stats = _write_split(work, split, sources, counts, rng, stride, frames_per_shard, seed)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # nothing half-written survives
+        raise
+    if out_dir.exists():
+        stale = out_dir.parent / f".{out_dir.name}.stale"
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(out_dir, stale)
+        shutil.rmtree(stale)
+    os.replace(work, out_dir)
+    return stats
+
+
+def _write_split(
+    work: Path, split: str, sources: Sequence[_Source], counts: np.ndarray, rng: np.random.Generator,
+    stride: int, frames_per_shard: int, seed: int,
+) -> dict:  # fmt: skip
+    """Passes 2 and 3 of :func:`write_shards` into the (hidden) folder ``work``; returns the stats."""
+    peptides = [s.peptide for s in sources]
+    n_atoms = np.array([s.n_atoms for s in sources], dtype=np.int64)
     scratch = _Scratch(work, counts, n_atoms)
     _scatter(scratch, sources, rng, stride, min(CHUNK_FRAMES, frames_per_shard))
 
@@ -318,8 +330,8 @@ def write_shards(
         msd_sum += float(np.nansum(msd))
         msd_frames += int(np.isfinite(msd).sum())
         name = f"shard_{s:05d}"
-        _atomic_save(work / f"{name}.positions.npy", pos)
-        _atomic_save(work / f"{name}.frames.npy", table)
+        np.save(work / f"{name}.positions.npy", pos)
+        np.save(work / f"{name}.frames.npy", table)
         rows.append(
             {
                 "shard": s,
@@ -334,8 +346,7 @@ def write_shards(
         )
     scratch.close()
 
-    _atomic_write_text(
-        work / PEPTIDES,
+    (work / PEPTIDES).write_text(
         json.dumps(
             [
                 {
@@ -348,14 +359,14 @@ def write_shards(
                 for s in sources
             ],
             indent=1,
-        ),
+        )
     )
     manifest = pd.DataFrame(rows)
     manifest.insert(0, "split", split)
     manifest.to_csv(work / MANIFEST, index=False)
     stats = {
         "split": split,
-        "frames": n_frames,
+        "frames": int(counts.sum()),
         "peptides": len(sources),
         "shards": len(rows),
         "frames_per_shard": frames_per_shard,
@@ -367,14 +378,7 @@ def write_shards(
     }
     if split == "train":
         stats["C"] = stats["pair_msd_nm2"]
-    _atomic_write_text(work / STATS, json.dumps(stats, indent=1))
-
-    if out_dir.exists():
-        stale = out_dir.parent / f".{out_dir.name}.stale"
-        shutil.rmtree(stale, ignore_errors=True)
-        os.replace(out_dir, stale)
-        shutil.rmtree(stale)
-    os.replace(work, out_dir)
+    (work / STATS).write_text(json.dumps(stats, indent=1))
     return stats
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch
 
 from jamun.data.graph import GraphBatch, center_positions, check_positions, graph_edges, graph_mean
+from jamun.model.convolution import GroupedEdges
 from jamun.model.network import EquivariantNetwork
 from jamun.model.precondition import Preconditioning
 
@@ -36,7 +37,7 @@ def model_config(config: Mapping) -> dict:
     }
     unknown = sorted(set(model_keys) - set(MODEL_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown model config keys {unknown}; valid keys: ['sigma_nm', {', '.join(map(repr, MODEL_DEFAULTS))}]")
+        raise ValueError(f"unknown model config keys {unknown}; valid keys: {['sigma_nm', *MODEL_DEFAULTS]}")
     merged = {"sigma_nm": float(config["sigma_nm"]), **MODEL_DEFAULTS, **model_keys}
     for key in _POSITIVE_INTS:
         if isinstance(merged[key], bool) or not isinstance(merged[key], int) or merged[key] < 1:
@@ -98,8 +99,9 @@ class Denoiser(torch.nn.Module):
         """F(c_in * y, c_noise): (N, 3) raw network output for noisy positions y (N, 3) nm."""
         self._check(y, graph)
         edge_index, is_bond = graph_edges(y, graph, self.config["r_cut_nm"], self.config["max_num_neighbors"])
+        edges = GroupedEdges.from_edges(edge_index, is_bond, graph.num_atoms)
         c_noise = torch.tensor(self.preconditioning.c_noise, dtype=y.dtype, device=y.device)
-        return self.network(self.preconditioning.c_in * y, graph, edge_index, is_bond, c_noise)
+        return self.network(self.preconditioning.c_in * y, graph, edges, c_noise)
 
     def xhat(self, y: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
         """Denoised positions xhat(y), (N, 3) nm, for noisy positions y (N, 3) nm.

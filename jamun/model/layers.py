@@ -6,7 +6,7 @@ import torch
 from e3nn import nn as e3nn_nn
 from e3nn import o3
 
-from jamun.model.convolution import TensorProductConvolution
+from jamun.model.convolution import GroupedEdges, TensorProductConvolution
 
 
 def multiplicities(irreps: o3.Irreps) -> tuple[int, int]:
@@ -77,9 +77,7 @@ class InteractionBlock(torch.nn.Module):
         edge_features: torch.Tensor,
         edge_weight: torch.Tensor,
         inverse_weight_sum: torch.Tensor,
-        edge_index: torch.Tensor,
-        slot: torch.Tensor,
-        num_slots: int,
+        edges: GroupedEdges,
         noise_features: torch.Tensor,
     ) -> torch.Tensor:
         """Update node features.
@@ -96,10 +94,8 @@ class InteractionBlock(torch.nn.Module):
             (E,) envelope weight of each edge in [0, 1].
         inverse_weight_sum
             (N,) 1 / max(sum of incoming edge weights, 1).
-        edge_index
-            (2, E) source j, target i, grouped by source.
-        slot, num_slots
-            See :func:`jamun.model.convolution.source_slots`.
+        edges
+            Source j and target i of each edge, grouped by source.
         noise_features
             (num_noise_features,) or (N, num_noise_features) noise embedding.
 
@@ -107,10 +103,10 @@ class InteractionBlock(torch.nn.Module):
         -------
         (N, irreps_out.dim) node features.
         """
-        source, target = edge_index
-        messages = self.convolution(h, direction, edge_features, source, slot, num_slots)
+        target = edges.index[1]
+        messages = self.convolution(h, direction, edge_features, edges)
         messages = messages * edge_weight[:, None]  # [E, s + v + 3v]
-        aggregated = h.new_zeros(h.shape[0], messages.shape[1]).index_add_(0, target, messages)
+        aggregated = messages.new_zeros(h.shape[0], messages.shape[1]).index_add_(0, target, messages)
         update = self.gate(aggregated * inverse_weight_sum[:, None])  # [N, irreps_out.dim]
         scale = self.noise_scale(noise_features) * torch.sigmoid(self.skip_gate)  # [..., channels]
         return self.skip(h) + update * scale[..., self.channel]

@@ -6,7 +6,7 @@ import torch
 from e3nn import o3
 
 from jamun.data.graph import GraphBatch
-from jamun.model.convolution import source_slots
+from jamun.model.convolution import GroupedEdges
 from jamun.model.embedding import NUM_NOISE_FEATURES, AtomEmbedding, NoiseEmbedding
 from jamun.model.layers import InteractionBlock
 from jamun.model.radial import RadialEmbedding
@@ -23,7 +23,9 @@ def check_hidden_irreps(hidden_irreps: str) -> o3.Irreps:
     allowed = {o3.Irrep("0e"), o3.Irrep("1e")}
     present = {ir for mul, ir in irreps if mul > 0}
     if present != allowed:
-        raise ValueError(f"hidden_irreps {hidden_irreps!r} must contain exactly the irreps 0e and 1e, e.g. '32x0e + 8x1e'")
+        raise ValueError(
+            f"hidden_irreps {hidden_irreps!r} must contain exactly the irreps 0e and 1e, e.g. '32x0e + 8x1e'"
+        )
     return irreps
 
 
@@ -64,9 +66,7 @@ class EquivariantNetwork(torch.nn.Module):
         )
         self.readout = o3.Linear(irreps_hidden, IRREPS_OUT)
 
-    def forward(
-        self, pos: torch.Tensor, graph: GraphBatch, edge_index: torch.Tensor, is_bond: torch.Tensor, c_noise: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, pos: torch.Tensor, graph: GraphBatch, edges: GroupedEdges, c_noise: torch.Tensor) -> torch.Tensor:
         """Network output F.
 
         Parameters
@@ -75,10 +75,9 @@ class EquivariantNetwork(torch.nn.Module):
             (N, 3) scaled positions c_in * y.
         graph
             The atoms' features.
-        edge_index
-            (2, E) source j, target i (see :func:`jamun.data.graph.graph_edges`).
-        is_bond
-            (E,) bool, covalent bonds (never faded by the cutoff envelope).
+        edges
+            Bonds and radius pairs (:func:`jamun.data.graph.graph_edges`) grouped by source atom;
+            bonds are never faded by the cutoff envelope.
         c_noise
             Scalar tensor log10(sigma / nm).
 
@@ -86,23 +85,19 @@ class EquivariantNetwork(torch.nn.Module):
         -------
         (N, 3) vector per atom (the 1e output; its components are x, y, z).
         """
-        order = torch.argsort(edge_index[0], stable=True)  # group edges by source atom
-        edge_index, is_bond = edge_index[:, order], is_bond[order]
-        source, target = edge_index
-        slot, num_slots = source_slots(source, pos.shape[0])
+        source, target = edges.index
         vectors = pos[source] - pos[target]  # [E, 3]
-        # l = 1 harmonics, taken as a pseudovector (1e): no feature is then odd under parity, so
-        # mirror images (chirality) can be told apart while rotations act exactly as on vectors.
+        # l = 1 harmonics labelled 1e (pseudovector) although r_hat is a vector: the cross-product
+        # path then mixes parity-even and parity-odd functions of the geometry, so mirror images
+        # (chirality) can be told apart, while rotations act exactly as on vectors.
         direction = 3**0.5 * torch.nn.functional.normalize(vectors, dim=1)  # [E, 3]
         basis, envelope = self.radial(vectors.norm(dim=1))
-        edge_features = torch.cat([basis, self.edge_type(is_bond.long())], dim=1)  # [E, 2 * num_radial]
-        edge_weight = torch.where(is_bond, torch.ones_like(envelope), envelope)  # [E]
+        edge_features = torch.cat([basis, self.edge_type(edges.is_bond.long())], dim=1)  # [E, 2 * num_radial]
+        edge_weight = torch.where(edges.is_bond, torch.ones_like(envelope), envelope)  # [E]
         weight_sum = pos.new_zeros(pos.shape[0]).index_add_(0, target, edge_weight)
         inverse_weight_sum = 1.0 / weight_sum.clamp(min=1.0)  # [N]
         noise_features = self.noise_embedding(c_noise)
         h = self.atom_embedding(graph)
         for layer in self.layers:
-            h = layer(
-                h, direction, edge_features, edge_weight, inverse_weight_sum, edge_index, slot, num_slots, noise_features
-            )
+            h = layer(h, direction, edge_features, edge_weight, inverse_weight_sum, edges, noise_features)
         return self.readout(h)

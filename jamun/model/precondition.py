@@ -1,5 +1,5 @@
 """Preconditioning of the denoiser (Karras et al. 2022, "Elucidating the design space of
-diffusion-based generative models", Table 1, adapted to point clouds as in JAMUN §3)."""
+diffusion-based generative models", Table 1, adapted to point clouds as in JAMUN, Daigavane et al. 2024)."""
 
 from __future__ import annotations
 

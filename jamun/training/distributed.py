@@ -111,6 +111,9 @@ def launch(nproc: int, module_args: Sequence[str], *, threads_per_process: int |
     env = dict(os.environ)
     if threads_per_process is not None:
         env["OMP_NUM_THREADS"] = str(threads_per_process)
+    # Spinning OpenMP threads collapse when cores are oversubscribed (2 threads ran 6x slower
+    # than 1 on a busy 2-core machine); sleeping ones cost little. Must be set before torch loads.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
         f"--nproc_per_node={nproc}", "-m", "jamun.train", *module_args,
