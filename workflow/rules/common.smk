@@ -1,8 +1,15 @@
 # Shared input functions and settings. Each rule gets only its own config section as a JSON
 # param, so a changed sampler key reruns sampling and evaluation, never MD or training.
 import json
+import os
+import sys
+from pathlib import Path
 
 from jamun.config import PeptideRoles
+
+# Jobs find `jamun` and `torchrun` next to the Python running Snakemake, also when the venv is
+# not activated (`.venv/bin/snakemake ...`); `--sdm conda` activation still puts its env first.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 ROLES = PeptideRoles.from_config(config["peptides"])
 for _peptide in config["peptides"]["evaluate_train"]:
