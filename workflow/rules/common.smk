@@ -2,14 +2,16 @@
 # param, so a changed sampler key reruns sampling and evaluation, never MD or training.
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from jamun.config import PeptideRoles
 
-# Jobs find `jamun` and `torchrun` next to the Python running Snakemake, also when the venv is
-# not activated (`.venv/bin/snakemake ...`); `--sdm conda` activation still puts its env first.
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# Without an activated venv (`.venv/bin/snakemake ...`) jobs find `jamun` and `torchrun` next to
+# the Python running Snakemake; a `jamun` already on PATH (activated venv, conda) is kept.
+if shutil.which("jamun") is None:
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 ROLES = PeptideRoles.from_config(config["peptides"])
 for _peptide in config["peptides"]["evaluate_train"]:
@@ -36,6 +38,9 @@ def settings(section):
 
 
 def all_targets():
-    targets = expand("results/evaluate/{peptide}/metrics.json", peptide=EVALUATED)
+    # Samples are targets too, so deleting one peptide's samples reruns its sampling, its
+    # evaluation and the summary (an intermediate file alone would not be regenerated).
+    targets = expand("results/samples/{peptide}/samples.xtc", peptide=EVALUATED)
+    targets += expand("results/evaluate/{peptide}/metrics.json", peptide=EVALUATED)
     targets.append("results/summary/metrics.csv")
     return targets
