@@ -134,3 +134,22 @@ def test_killed_md_resumes_to_exactly_the_configured_frames(tmp_path):
     steps = traj.time[1:] - traj.time[:-1]
     assert (steps > 0).all() and len(set(traj.time.round(3))) == 600
     assert not work.exists()
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
+    workdir = copy_workflow_to(tmp_path)
+
+    def longer_training(config):
+        config["train"].update(max_steps=400, checkpoint_every=20, max_minutes=None)
+
+    config = write_config(workdir, "ci_long_train.yaml", longer_training)
+    snakemake(workdir, "results/shards/train/manifest.csv", "--configfile", config)
+    target = "results/train/model.ckpt"
+    run_until(workdir, [target, "--configfile", config], marker=workdir / "results/train/.work/last.pt")
+    assert not (workdir / target).exists()
+    snakemake(workdir, "--unlock", "--configfile", config)
+    snakemake(workdir, target, "--rerun-incomplete", "--configfile", config)
+    summary = yaml.safe_load((workdir / "results/train/train.json").read_text())
+    assert summary["steps"] == 400
+    assert summary["resumed_from_steps"] and 0 < summary["resumed_from_steps"][0] < 400
+    assert not (workdir / "results/train/.work").exists()
