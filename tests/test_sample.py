@@ -61,7 +61,7 @@ def test_outputs_metadata_and_step_major_steps(inputs, tmp_path):
     assert info["gamma"] == pytest.approx(0.5 / 0.04)
     assert (info["friction_per_step"], info["mass"], info["chains"], info["steps"], info["seed"]) == (0.5, 1.0, 3, 6, 4)
     assert info["samples_per_second"] == pytest.approx(info["n_samples"] / info["wall_seconds"])
-    assert set(info["versions"]) == {"torch", "e3nn", "jamun"} and info["device"] == "cpu"
+    assert {"torch", "e3nn", "jamun"} <= set(info["versions"]) and info["device"] == "cpu"
 
 
 @pytest.mark.parametrize("atoms", ["all", "heavy"])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.metadata
 import json
 import os
 import sys
@@ -31,10 +30,10 @@ from mdtraj.formats import XTCTrajectoryFile
 from torch import Tensor
 from tqdm import tqdm
 
-import jamun
 import jamun.model
 from jamun.data.graph import TopologyFeatures, batch_graphs, topology_features
 from jamun.peptides import residue_label, validate_sequence
+from jamun.provenance import package_versions
 from jamun.sampling.baoab import BAOAB, NonFiniteChainError
 
 OUTPUTS = ("samples.xtc", "topology.pdb", "sample.json")
@@ -225,8 +224,6 @@ def _resolve_device(device: str) -> torch.device:
         raise ValueError(f"device {device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from error
 
 
-def _versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "e3nn": importlib.metadata.version("e3nn"), "jamun": jamun.__version__}
 
 
 def sample_peptides(
@@ -333,7 +330,7 @@ def sample_peptides(
             "samples_per_second": n_samples / wall,
             "device": str(torch_device),
             "device_name": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "cpu",
-            "versions": _versions(),
+            "versions": package_versions(("jamun", "torch", "e3nn")),
             "seed": settings.seed,
         }
         (work / "sample.json").write_text(json.dumps(info, indent=2) + "\n")
