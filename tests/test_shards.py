@@ -1,6 +1,5 @@
 """Shards: every frame exactly once, shuffled and mixed, checksums, C, bounded memory, integrity."""
 
-import json
 import tracemalloc
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from scipy.spatial.distance import pdist
 
 from jamun.data.dataset import EpochOrder, ShardSplit
-from jamun.data.shards import read_peptides, sha256_file, write_index, write_shards
+from jamun.data.shards import read_peptides, sha256_file, write_shards
 
 # ACE-ALA-NME with hydrogens (built with jamun.peptides.build_peptide), coordinates in Å.
 ALA_PDB = """\
@@ -204,19 +203,6 @@ def test_c_matches_direct_pair_computation(tmp_path, two_peptides):
             per_frame.append(np.mean(d[d < 1.0] ** 2))
     assert stats["C"] == pytest.approx(np.mean(per_frame), rel=1e-9)
     assert 0.1 < stats["C"] < 0.6  # nm^2: a real capped peptide, not a unit mistake
-
-
-def test_index_combines_splits(tmp_path, two_peptides):
-    write_shards("train", two_peptides[:1], tmp_path / "train", frames_per_shard=60, seed=0)
-    write_shards("val", two_peptides[1:], tmp_path / "val", frames_per_shard=60, seed=0)
-    stats = write_index(tmp_path)
-    manifest = pd.read_csv(tmp_path / "manifest.csv")
-    assert set(manifest["split"]) == {"train", "val"}
-    assert all((tmp_path / f).is_file() for f in manifest["positions"])
-    assert stats["splits"] == {"train": {"frames": 150, "peptides": 1, "shards": 3},
-                               "val": {"frames": 91, "peptides": 1, "shards": 2}}  # fmt: skip
-    assert stats["C"] == json.loads((tmp_path / "train" / "stats.json").read_text())["C"]
-    assert "C" not in json.loads((tmp_path / "val" / "stats.json").read_text())
 
 
 def test_memory_is_bounded_by_a_shard_not_the_dataset(tmp_path):

@@ -49,7 +49,6 @@ __all__ = [
     "SPLITS",
     "pair_msd",
     "write_shards",
-    "write_index",
     "read_peptides",
     "sha256_file",
 ]
@@ -396,31 +395,3 @@ def _shard_pair_msd(pos: np.ndarray, table: np.ndarray, n_atoms: np.ndarray, max
             part = rows[lo : lo + chunk]
             msd[part] = pair_msd(pos[table[part, 2][:, None] + np.arange(n_atoms[p])])  # [k, n, 3]
     return msd
-
-
-def write_index(shards_dir: Path, splits: Sequence[str] = SPLITS) -> dict:
-    """Combine the split folders' manifests and stats into ``shards_dir``/manifest.csv, stats.json.
-
-    Paths in the combined manifest are relative to ``shards_dir``. Returns the stats: ``C`` from
-    the train split, and the counts of every split present.
-    """
-    shards_dir = Path(shards_dir)
-    present = [s for s in splits if (shards_dir / s / STATS).is_file()]
-    if "train" not in present:
-        raise FileNotFoundError(f"{shards_dir / 'train' / STATS} not found: shard the train split first")
-    frames = []
-    for split in present:
-        manifest = pd.read_csv(shards_dir / split / MANIFEST)
-        for column in ("positions", "frames_file"):
-            manifest[column] = split + "/" + manifest[column]
-        frames.append(manifest)
-    split_stats = {s: json.loads((shards_dir / s / STATS).read_text()) for s in present}
-    stats = {
-        "C": split_stats["train"]["C"],
-        "pair_cutoff_nm": PAIR_CUTOFF_NM,
-        "splits": {s: {k: split_stats[s][k] for k in ("frames", "peptides", "shards")} for s in present},
-    }
-    pd.concat(frames, ignore_index=True).to_csv(shards_dir / (MANIFEST + ".tmp"), index=False)
-    os.replace(shards_dir / (MANIFEST + ".tmp"), shards_dir / MANIFEST)
-    _atomic_write_text(shards_dir / STATS, json.dumps(stats, indent=1))
-    return stats
