@@ -23,6 +23,9 @@ DEFAULT_CONFIG = Path("config/config.yaml")
 # Spinning OpenMP threads make 2 torch threads 6-9x slower than 1 on a shared 2-core machine
 # (measured in training); passive waiting costs nothing measurable. Must precede importing torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Progress bars in rule logs (stderr redirected to a file) update every 30 s, not every step.
+if not sys.stderr.isatty():
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 
 def load_section(args: argparse.Namespace, section: str) -> dict:
