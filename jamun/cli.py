@@ -97,7 +97,8 @@ def cmd_shard(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from jamun.train import train
 
-    train(Path(args.shards), Path(args.output), load_section(args, "train"), threads=args.threads)
+    train(Path(args.shards), Path(args.output), load_section(args, "train"), threads=args.threads,
+          validation_md=[Path(d) for d in args.validation_md])
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -192,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", required=True, help="folder with train/ and optionally val/ shards")
     p.add_argument("-o", "--output", required=True, help="e.g. results/train")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--validation-md", nargs="+", default=[], metavar="DIR",
+                   help="MD folders (system.pdb, traj.xtc, topology.pdb) of the validation peptides; with "
+                        "train.sample_check.every set, short walk-jump runs on them choose model.ckpt")
     _add_config_options(p)
 
     p = add("sample", cmd_sample, "walk-jump sample a peptide from its sequence alone")

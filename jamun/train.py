@@ -11,6 +11,13 @@ stopped. Checkpoints (model, optimizer, EMA, RNG states, step, metrics so far) l
 undeclared ``OUT/.work/`` until the outputs are written; a checkpoint made with other settings,
 another world size or other shards is ignored. Run ``python -m jamun.train --help`` or call
 :func:`train`.
+
+Checkpoint selection: with ``train.sample_check.every`` set and validation MD folders given, rank 0
+walks a few chains of every validation peptide with the evaluated model (the EMA model if EMA is on)
+every ``every`` steps and at the end (:mod:`jamun.training.sample_quality`). ``model.ckpt`` is the
+state with the lowest mean ``sample_error`` (the earliest on ties), otherwise the last state. The
+best state so far is part of the work checkpoint, and the walk uses its own seeded generator, so a
+resumed run still matches an uninterrupted one exactly.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -37,6 +44,7 @@ from jamun.training.distributed import (
 )  # fmt: skip
 from jamun.training.noise import TRAIN_STREAM, VAL_STREAM, batch_noise, corrupt
 from jamun.training.report import plot_losses, write_metrics
+from jamun.training.sample_quality import load_validation_peptide, sample_quality
 from jamun.training.settings import train_settings
 from jamun.training.state import load_state, rng_state, save_atomic, set_rng_state
 
@@ -50,8 +58,18 @@ _KEEP_NUMBERED = 3  # numbered checkpoints kept in .work besides last.pt
 class _Trainer:
     """One process's training run; rank 0 writes checkpoints and outputs."""
 
-    def __init__(self, shards_dir: Path, out_dir: Path, settings: dict, ctx: Context):
+    def __init__(
+        self, shards_dir: Path, out_dir: Path, settings: dict, ctx: Context, validation_md: Sequence[Path]
+    ) -> None:
         self.s, self.ctx, self.out_dir, self.work = settings, ctx, out_dir, out_dir / ".work"
+        # Known on every rank (a check step also logs a row, and validation is collective);
+        # only rank 0 loads the peptides and walks.
+        self.checks_on = settings["sample_check"]["every"] is not None and len(validation_md) > 0
+        if settings["sample_check"]["every"] is not None and not validation_md and ctx.is_main:
+            print("train.sample_check.every is set but no validation MD folders were given: no sample checks, "
+                  "model.ckpt will be the last state", file=sys.stderr)  # fmt: skip
+        loads = self.checks_on and ctx.is_main
+        self.check_peptides = [load_validation_peptide(d) for d in validation_md] if loads else []
         self.train_data = ShardSplit(shards_dir / "train")
         has_val = (shards_dir / "val" / MANIFEST).is_file()
         self.val_data = ShardSplit(shards_dir / "val") if has_val else None
@@ -74,10 +92,15 @@ class _Trainer:
                 "settings": {k: v for k, v in settings.items() if k not in _RESUMABLE_CHANGES},
                 "world_size": ctx.world_size,
                 "train_manifest_sha256": sha256_file(shards_dir / "train" / MANIFEST),
+                "sample_check_peptides": [Path(d).name for d in validation_md] if self.checks_on else [],
             },
             sort_keys=True,
         )
         self.step, self.wall_before, self.history, self.resumed_from = 0, 0.0, [], []
+        # sample_checks: per check {step, peptides, mean}; best: {step, sample_error, state} of the
+        # lowest mean sample_error so far (rank 0 only; state on the CPU).
+        self.sample_checks: list[dict] = []
+        self.best: dict | None = None
         self.interval = dict.fromkeys(("loss", "steps", "graphs", "t_data", "t_step"), 0.0)
         self._restore()
 
@@ -99,6 +122,7 @@ class _Trainer:
         set_rng_state(state["rng"])
         self.step, self.wall_before = state["step"], state["wall_s"]
         self.history, self.interval = state["history"], state["interval"]
+        self.sample_checks, self.best = state["sample_checks"], state["best"]
         self.resumed_from = state["resumed_from"] + [self.step]
 
     def _checkpoint(self, wall: float, numbered: bool) -> None:
@@ -110,6 +134,7 @@ class _Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(), "rng": rng_state(), "wall_s": wall,
             "history": self.history, "interval": self.interval, "resumed_from": self.resumed_from,
+            "sample_checks": self.sample_checks, "best": self.best,
         }  # fmt: skip
         if not numbered:
             save_atomic(state, self.work / "last.pt")
@@ -190,6 +215,27 @@ class _Trainer:
         })  # fmt: skip
         self.interval = dict.fromkeys(self.interval, 0.0)
 
+    def _sample_check(self) -> None:
+        """Walk-jump the validation peptides with the evaluated model (rank 0 only) and score the
+        jumps into the last history row; keep the model state if its mean sample_error is the
+        lowest so far."""
+        if not self.ctx.is_main:
+            return  # the other ranks go on and wait at the next collective
+        c, model = self.s["sample_check"], self.ema or self.model
+        walk = {"chains": c["chains"], "steps": c["steps"], "burn_in": c["burn_in"], "seed": self.s["seed"]}
+        scores = sample_quality(model, self.check_peptides, walk, bond_tolerance_nm=c["bond_tolerance_nm"],
+                                bins=c["bins_rama"])  # fmt: skip
+        mean = scores.pop("mean")
+        self.history[-1].update(mean)
+        self.sample_checks.append({"step": self.step, "peptides": scores, "mean": mean})
+        error = mean["sample_error"] if math.isfinite(mean["sample_error"]) else math.inf
+        best = self.best is None or error < self.best["sample_error"]
+        if best:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            self.best = {"step": self.step, "sample_error": error, "state": state}
+        line = f"step {self.step}: " + ", ".join(f"{k} {mean[k]:.2f}" for k in ("valid", "jsd_rama", "left_molecule"))
+        tqdm.write(line + (" (best)" if best else ""), file=sys.stderr)
+
     # ---- the run -------------------------------------------------------------------------
     def run(self, interrupt_at_step: int | None) -> dict:
         s, started = self.s, time.perf_counter()
@@ -209,8 +255,11 @@ class _Trainer:
             if stop:
                 stopped_by = "max_minutes"
                 break
-            if self.step % s["val_every"] == 0:
+            check_due = self.checks_on and self.step % s["sample_check"]["every"] == 0
+            if check_due or self.step % s["val_every"] == 0:
                 self._log(wall(), val_order)
+            if check_due:
+                self._sample_check()
             if self.step % s["checkpoint_every"] == 0:
                 self._checkpoint(wall(), numbered=True)
             if self.step == interrupt_at_step:
@@ -220,15 +269,20 @@ class _Trainer:
         bar.close()
         if self.history[-1]["step"] != self.step:
             self._log(wall(), val_order)
+        if self.checks_on and (not self.sample_checks or self.sample_checks[-1]["step"] != self.step):
+            self._sample_check()
         self._checkpoint(wall(), numbered=False)  # outputs below can be rewritten from it if killed
         return self._finish(stopped_by, wall())
 
     def _finish(self, stopped_by: str, wall: float) -> dict:
         from jamun.provenance import package_versions
 
-        last = self.history[-1]
+        last, model = self.history[-1], self.ema or self.model
+        if self.best is not None:  # rank 0 with sample checks: keep the best state, not the last
+            model.load_state_dict(self.best["state"])
+        selected = self.best["step"] if self.best else self.step
         summary = {
-            "parameters": self.s, "model_config": (self.ema or self.model).config,
+            "parameters": self.s, "model_config": model.config,
             "n_parameters": self.model.num_parameters(), "C": self.C, "sigma_nm": self.s["sigma_nm"],
             "steps": self.step, "stopped_by": stopped_by, "epochs": self.step / self.steps_per_epoch,
             "steps_per_epoch": self.steps_per_epoch, "global_batch_size": self.global_batch,
@@ -241,14 +295,18 @@ class _Trainer:
             "wall_seconds": wall, "resumed_from_steps": self.resumed_from,
             "device": torch.cuda.get_device_name(self.ctx.device) if self.ctx.device.type == "cuda" else "cpu",
             "threads": torch.get_num_threads(), "versions": package_versions(),
+            "selected_step": selected, "selected_by": "sample_error" if self.best else "last",
+            "selected_sample_check": next((c for c in self.sample_checks if c["step"] == selected), None),
+            "sample_checks": self.sample_checks,
         }  # fmt: skip
         if self.ctx.is_main:
             table = write_metrics(self.history, self.out_dir / "metrics.csv")
-            plot_losses(table, self.out_dir / "loss.png", title=f"denoiser, sigma = {self.s['sigma_nm']} nm")
+            plot_losses(table, self.out_dir / "loss.png", title=f"denoiser, sigma = {self.s['sigma_nm']} nm",
+                        selected_step=selected)
             tmp = self.out_dir / ".train.json.tmp"
             tmp.write_text(json.dumps(summary, indent=1))
             os.replace(tmp, self.out_dir / "train.json")
-            save(self.ema or self.model, self.out_dir / "model.ckpt", train=summary)
+            save(model, self.out_dir / "model.ckpt", train=summary)
             shutil.rmtree(self.work)
         return summary
 
@@ -258,6 +316,7 @@ def train(
     out_dir: Path,
     train_cfg: Mapping,
     *,
+    validation_md: Sequence[Path] = (),
     threads: int | None = None,
     nproc: int | None = None,
     interrupt_at_step: int | None = None,
@@ -270,6 +329,10 @@ def train(
     train_cfg
         The ``train:`` config section (see :data:`jamun.training.settings.TRAIN_DEFAULTS`);
         ``batch_size`` is per process.
+    validation_md
+        MD folders (``results/md/<peptide>``: system.pdb, traj.xtc, topology.pdb) of the
+        validation peptides for the sample checks that choose ``model.ckpt`` (with
+        ``train.sample_check.every`` set); none: ``model.ckpt`` is the last state.
     threads
         torch CPU threads of the node, split evenly between its processes (LOCAL_WORLD_SIZE).
     nproc
@@ -289,6 +352,7 @@ def train(
     if nproc > 1 and not in_launched_group():
         out_dir.mkdir(parents=True, exist_ok=True)
         args = [str(shards_dir), str(out_dir), "--settings", json.dumps(dict(train_cfg))]
+        args += ["--validation-md", *map(str, validation_md)] if validation_md else []
         launch(nproc, args + (["--threads", str(threads)] if threads else []),
                threads_per_process=None if threads is None else max(1, threads // nproc))  # fmt: skip
         return json.loads((out_dir / "train.json").read_text())
@@ -297,7 +361,8 @@ def train(
     ctx = setup(settings["gpus"])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        return _Trainer(shards_dir, out_dir, settings, ctx).run(interrupt_at_step)
+        trainer = _Trainer(shards_dir, out_dir, settings, ctx, [Path(d) for d in validation_md])
+        return trainer.run(interrupt_at_step)
     finally:
         teardown(ctx)
 
@@ -309,8 +374,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", help="output folder, e.g. results/train")
     parser.add_argument("--settings", required=True, help="the train: config section as JSON")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the node, split between processes")
+    parser.add_argument("--validation-md", nargs="+", default=[], metavar="DIR",
+                        help="MD folders of the validation peptides for the sample checks (train.sample_check)")
     args = parser.parse_args(argv)
-    train(Path(args.shards_dir), Path(args.out_dir), json.loads(args.settings), threads=args.threads)
+    train(Path(args.shards_dir), Path(args.out_dir), json.loads(args.settings), threads=args.threads,
+          validation_md=[Path(d) for d in args.validation_md])  # fmt: skip
 
 
 if __name__ == "__main__":

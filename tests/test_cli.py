@@ -54,3 +54,16 @@ def test_provenance_lists_versions_and_config(tmp_path):
     assert result.returncode == 0, result.stderr
     text = out.read_text()
     assert "openmm:" in text and "torch:" in text and "chains: 7" in text
+
+
+def test_train_names_a_validation_md_folder_without_md(tmp_path):
+    (tmp_path / "AA").mkdir()
+    (tmp_path / "AA" / "system.pdb").write_text("")
+    result = subprocess.run(
+        [JAMUN, "train", "--shards", str(tmp_path / "shards"), "-o", str(tmp_path / "out"),
+         "--settings", '{"sample_check": {"every": 10}}', "--validation-md", str(tmp_path / "AA")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert str(tmp_path / "AA") in result.stderr and "traj.xtc" in result.stderr and "jamun simulate" in result.stderr
+    assert not (tmp_path / "out" / "model.ckpt").exists()

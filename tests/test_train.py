@@ -1,4 +1,5 @@
-"""Training: outputs, exact resume, DDP = one big batch, NaN stop, integrity, noise and alignment."""
+"""Training: outputs, exact resume, DDP = one big batch, NaN stop, integrity, noise and alignment,
+sample checks choosing the checkpoint kept."""
 
 import json
 import math
@@ -13,11 +14,13 @@ import torch
 from scipy.spatial.transform import Rotation
 
 import jamun.model
+import jamun.train
 from jamun.data.graph import batch_graphs, graph_mean
 from jamun.data.kabsch import kabsch_rotations
 from jamun.data.shards import read_peptides, write_shards
 from jamun.train import train
 from jamun.training.noise import batch_noise, corrupt
+from jamun.training.sample_quality import QUALITY_COLUMNS, sample_quality
 from jamun.training.settings import train_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -38,6 +41,18 @@ def shards(tmp_path_factory):
     write_shards("train", sources, root / "shards" / "train", frames_per_shard=50, seed=0)
     write_shards("val", sources, root / "shards" / "val", frames_per_shard=50, seed=1)
     return root / "shards"
+
+
+@pytest.fixture(scope="module")
+def validation_md(shards):
+    """The fixture peptides' MD folders as ``jamun simulate`` leaves them, with their system.pdb."""
+    folders = [shards.parent / "md" / peptide for peptide in ("A", "GN")]
+    for folder in folders:
+        shutil.copy(folder / "topology.pdb", folder / "system.pdb")
+    return folders
+
+
+CHECKS = {"every": 2, "chains": 2, "steps": 3, "burn_in": 1}
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +77,8 @@ def test_outputs_and_a_standalone_model(tmp_path, shards):
     model = jamun.model.load(tmp_path / "model.ckpt")
     assert model.C == summary["C"] and model.sigma == 0.04
     assert torch.load(tmp_path / "model.ckpt", weights_only=True)["train"]["steps"] == 8
+    assert (summary["selected_step"], summary["selected_by"], summary["sample_checks"]) == (8, "last", [])
+    assert metrics[list(QUALITY_COLUMNS)].isna().all().all()
 
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path, shards):
@@ -94,10 +111,15 @@ def test_checkpoint_from_other_settings_is_ignored(tmp_path, shards):
         torch.testing.assert_close(state_dict(tmp_path / "run" / "model.ckpt")[name], value, rtol=0, atol=0)
 
 
-def test_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, shards):
+def test_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, shards, validation_md):
     cfg = {**TINY, "max_steps": 3, "val_every": 3, "checkpoint_every": 10}
     one = train(shards, tmp_path / "one", {**cfg, "batch_size": 4})
-    two = train(shards, tmp_path / "two", {**cfg, "batch_size": 2}, nproc=2, threads=2)  # torchrun, gloo
+    # Rank 0 alone walks the final sample check (step 3, so the kept state is the last one) while
+    # rank 1 finishes.
+    two = train(shards, tmp_path / "two", {**cfg, "batch_size": 2, "sample_check": {**CHECKS, "every": 10}},
+                nproc=2, threads=2, validation_md=validation_md)  # torchrun, gloo
+    assert two["selected_step"] == 3 and two["selected_by"] == "sample_error"
+    assert set(two["selected_sample_check"]["peptides"]) == {"A", "GN"}
     assert two["world_size"] == 2 and two["global_batch_size"] == one["global_batch_size"] == 4
     a, b = state_dict(tmp_path / "one" / "model.ckpt"), state_dict(tmp_path / "two" / "model.ckpt")
     torch.manual_seed(cfg["seed"])
@@ -138,6 +160,103 @@ def test_corrupt_shard_stops_training_naming_the_file(tmp_path, shards):
     victim.write_bytes(victim.read_bytes()[:-8])
     with pytest.raises(ValueError, match="shard_00001.frames.npy"):
         train(copy, tmp_path / "out", TINY)
+
+
+def test_sample_checks_on_md_fill_metrics_and_train_json(tmp_path, shards, validation_md, capfd):
+    summary = train(shards, tmp_path, {**TINY, "sample_check": {**CHECKS, "every": 4}}, validation_md=validation_md)
+    metrics = pd.read_csv(tmp_path / "metrics.csv").set_index("step")
+    assert list(metrics.index) == [0, 4, 8] and metrics.loc[0, list(QUALITY_COLUMNS)].isna().all()
+    assert metrics.loc[[4, 8], ["valid", "bonds_ok", "l_chirality_ok", "left_molecule"]].stack().between(0, 1).all()
+    assert (metrics.loc[[4, 8], "jsd_rama"] >= 0).all()
+    checks = summary["sample_checks"]
+    assert [c["step"] for c in checks] == [4, 8] and set(checks[0]["peptides"]) == {"A", "GN"}
+    for check in checks:
+        assert check["mean"] == pytest.approx(metrics.loc[check["step"], list(QUALITY_COLUMNS)].to_dict())
+    best = min(checks, key=lambda c: c["mean"]["sample_error"])
+    assert (summary["selected_step"], summary["selected_by"]) == (best["step"], "sample_error")
+    assert summary["selected_sample_check"] == best
+    assert torch.load(tmp_path / "model.ckpt", weights_only=True)["train"]["selected_step"] == best["step"]
+    log = capfd.readouterr().err
+    assert f"step 4: valid {checks[0]['mean']['valid']:.2f}, jsd_rama" in log and "(best)" in log
+
+
+class ChosenErrors:
+    """sample_quality stand-in: the n-th check scores ``errors[n]`` and records the state it saw."""
+
+    def __init__(self, errors: list[float]) -> None:
+        self.errors, self.states = errors, []
+
+    def __call__(self, denoiser, peptides, walk, **scoring):
+        self.states.append({k: v.clone() for k, v in denoiser.state_dict().items()})
+        row = {**dict.fromkeys(QUALITY_COLUMNS, 0.5), "sample_error": self.errors[len(self.states) - 1]}
+        return {"A": dict(row), "mean": row}
+
+
+def test_checkpoint_kept_is_the_checked_state_with_the_lowest_sample_error(tmp_path, shards, validation_md,
+                                                                           monkeypatch, capfd):  # fmt: skip
+    scorer = ChosenErrors([0.9, 0.2, 0.5, 0.2])  # steps 2, 4, 6, 8; a tie keeps the earlier state
+    monkeypatch.setattr(jamun.train, "sample_quality", scorer)
+    cfg = {**TINY, "ema_decay": 0.9, "val_every": 3, "sample_check": CHECKS}
+    summary = train(shards, tmp_path, cfg, validation_md=validation_md)
+    assert (summary["selected_step"], summary["selected_by"]) == (4, "sample_error")
+    assert summary["selected_sample_check"]["mean"]["sample_error"] == 0.2
+    kept = state_dict(tmp_path / "model.ckpt")
+    for name, value in scorer.states[1].items():  # the scored (EMA) state of step 4
+        torch.testing.assert_close(kept[name], value, rtol=0, atol=0)
+    assert any(not torch.equal(scorer.states[3][name], kept[name]) for name in kept)
+    metrics = pd.read_csv(tmp_path / "metrics.csv").set_index("step")
+    assert list(metrics.index) == [0, 2, 3, 4, 6, 8] and metrics["val_loss"].notna().all()
+    assert metrics["sample_error"].dropna().to_dict() == {2: 0.9, 4: 0.2, 6: 0.5, 8: 0.2}
+    log = capfd.readouterr().err
+    assert "step 4: valid 0.50, jsd_rama 0.50, left_molecule 0.50 (best)\n" in log
+    assert "step 8: valid 0.50, jsd_rama 0.50, left_molecule 0.50\n" in log
+
+
+def test_resume_with_sample_checks_is_exact_and_keeps_the_best_state(tmp_path, shards, validation_md, monkeypatch):
+    cfg = {**TINY, "ema_decay": 0.9, "grad_clip": 0.5, "sample_check": CHECKS}
+    torch.manual_seed(cfg["seed"])
+    initial = jamun.model.Denoiser(cfg, json.loads((shards / "train" / "stats.json").read_text())["C"]).state_dict()
+
+    def distance_from_initial(denoiser, peptides, walk, **scoring):
+        """The real walk (it must not disturb training), scored by how far training moved the
+        weights: the first check, before the interruption, is the best."""
+        scores = sample_quality(denoiser, peptides, walk, **scoring)
+        state = denoiser.state_dict()
+        scores["mean"]["sample_error"] = float(sum((state[k] - initial[k]).square().sum() for k in initial))
+        return scores
+
+    monkeypatch.setattr(jamun.train, "sample_quality", distance_from_initial)
+    straight = train(shards, tmp_path / "straight", cfg, validation_md=validation_md)
+    assert straight["selected_step"] == 2
+    train(shards, tmp_path / "resumed", cfg, validation_md=validation_md, interrupt_at_step=5)
+    work = tmp_path / "resumed" / ".work"
+    shutil.copy(work / "step_00000003.pt", work / "last.pt")
+    resumed = train(shards, tmp_path / "resumed", cfg, validation_md=validation_md)
+    assert resumed["resumed_from_steps"] == [3]
+    assert resumed["sample_checks"] == straight["sample_checks"] and resumed["selected_step"] == 2
+    a, b = state_dict(tmp_path / "straight" / "model.ckpt"), state_dict(tmp_path / "resumed" / "model.ckpt")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+    columns = ["step", "train_loss", "val_loss", *QUALITY_COLUMNS]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "metrics.csv")[columns],
+                                  pd.read_csv(tmp_path / "resumed" / "metrics.csv")[columns], rtol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "sample_check, message",
+    [
+        ({"evry": 5}, r"unknown train.sample_check keys \['evry'\]"),
+        ({"every": 0}, "train.sample_check.every must be a positive integer or null"),
+        ({"every": 10, "chains": 0}, "train.sample_check.chains"),
+        ({"steps": 20, "burn_in": 20}, "train.sample_check.burn_in"),
+        ({"bond_tolerance_nm": -0.1}, "train.sample_check.bond_tolerance_nm"),
+        ({"bins_rama": 2.5}, "train.sample_check.bins_rama"),
+        (10, "train.sample_check must be a mapping"),
+    ],
+)
+def test_bad_sample_check_settings_are_named(sample_check, message):
+    with pytest.raises(ValueError, match=message):
+        train_settings({**TINY, "sample_check": sample_check})
 
 
 def test_bad_settings_are_named():

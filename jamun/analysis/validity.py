@@ -74,3 +74,21 @@ def l_chirality_ok(traj: mdtraj.Trajectory) -> np.ndarray:
     """(n_frames,) bool: every CA with a CB is L (positive signed volume); True if none has one."""
     volumes = signed_volumes(traj.xyz, chirality_atoms(traj.topology))
     return np.all(volumes > 0, axis=1)
+
+
+def bond_lengths(xyz: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+    """(n_frames, n_bonds) nm: lengths of `bonds` (n_bonds, 2) in positions xyz (n_frames, n_atoms, 3)."""
+    return np.linalg.norm(xyz[:, bonds[:, 0]] - xyz[:, bonds[:, 1]], axis=-1)
+
+
+def chains_left_molecule(lengths: np.ndarray, reference_nm: np.ndarray, n_chains: int,
+                         factor: float = 2.0) -> np.ndarray:
+    """(n_chains,) bool: chains with a frame where some bond is longer than `factor` x its
+    reference length, i.e. the walk left the molecule (a broken covalent bond).
+
+    lengths: (n_frames, n_bonds) nm of step-major samples (frame k is chain k % n_chains).
+    """
+    if lengths.shape[0] % n_chains:
+        raise ValueError(f"{lengths.shape[0]} frames are not a multiple of {n_chains} chains")
+    broken = np.any(lengths > factor * reference_nm, axis=1)  # [n_frames]
+    return broken.reshape(-1, n_chains).any(axis=0)

@@ -19,6 +19,7 @@ MODEL_DEFAULTS = {
     "num_radial": 8,
     "radial_hidden": 32,
     "max_num_neighbors": 1000,
+    "endpoint_features": 0,
 }
 _POSITIVE_INTS = ("num_layers", "num_radial", "radial_hidden", "max_num_neighbors")
 
@@ -42,6 +43,9 @@ def model_config(config: Mapping) -> dict:
     for key in _POSITIVE_INTS:
         if isinstance(merged[key], bool) or not isinstance(merged[key], int) or merged[key] < 1:
             raise ValueError(f"model config {key} must be a positive integer, got {merged[key]!r}")
+    width = merged["endpoint_features"]
+    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
+        raise ValueError(f"model config endpoint_features must be an integer >= 0, got {width!r}")
     if not float(merged["r_cut_nm"]) > 0:
         raise ValueError(f"model config r_cut_nm must be > 0 nm, got {merged['r_cut_nm']!r}")
     merged["r_cut_nm"] = float(merged["r_cut_nm"])
@@ -74,6 +78,7 @@ class Denoiser(torch.nn.Module):
             num_radial=self.config["num_radial"],
             radial_hidden=self.config["radial_hidden"],
             r_max=self.preconditioning.c_in * self.config["r_cut_nm"],
+            endpoint_features=self.config["endpoint_features"],
         )
 
     @property

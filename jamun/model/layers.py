@@ -43,6 +43,10 @@ class InteractionBlock(torch.nn.Module):
         Hidden width of the edge-weight MLP.
     num_noise_features
         Width of the noise embedding.
+    endpoint_features
+        Width of the learned projection of each endpoint's scalar features appended to the edge
+        features (0: off). With it the edge weights depend on the types of both atoms of a pair
+        (e.g. the ideal C-N versus C-C bond length), not only on the source atom's features.
     """
 
     def __init__(
@@ -52,14 +56,20 @@ class InteractionBlock(torch.nn.Module):
         num_edge_features: int,
         radial_hidden: int,
         num_noise_features: int,
+        endpoint_features: int = 0,
     ) -> None:
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_hidden)
         num_scalars, num_vectors = multiplicities(self.irreps_out)
+        num_scalars_in = multiplicities(self.irreps_in)[0]
+        self.endpoint_features = endpoint_features
+        # Invariant: a linear map of the 0e part only, [source | target] halves.
+        self.endpoint = torch.nn.Linear(num_scalars_in, 2 * endpoint_features) if endpoint_features else None
         self.convolution = TensorProductConvolution(
-            *multiplicities(self.irreps_in), num_scalars + num_vectors, num_vectors, num_edge_features, radial_hidden
-        )
+            *multiplicities(self.irreps_in), num_scalars + num_vectors, num_vectors,
+            num_edge_features + 2 * endpoint_features, radial_hidden,
+        )  # fmt: skip
         self.gate = e3nn_nn.Gate(
             f"{num_scalars}x0e", [torch.nn.functional.silu], f"{num_vectors}x0e", [torch.sigmoid], f"{num_vectors}x1e"
         )
@@ -103,7 +113,11 @@ class InteractionBlock(torch.nn.Module):
         -------
         (N, irreps_out.dim) node features.
         """
-        target = edges.index[1]
+        source, target = edges.index
+        if self.endpoint is not None:
+            ends = self.endpoint(h[:, : self.endpoint.in_features])  # [N, 2 w]
+            w = self.endpoint_features
+            edge_features = torch.cat([edge_features, ends[source, :w], ends[target, w:]], dim=1)
         messages = self.convolution(h, direction, edge_features, edges)
         messages = messages * edge_weight[:, None]  # [E, s + v + 3v]
         aggregated = messages.new_zeros(h.shape[0], messages.shape[1]).index_add_(0, target, messages)

@@ -47,9 +47,20 @@ class EquivariantNetwork(torch.nn.Module):
         Hidden width of each layer's edge-weight MLP (dominates the parameter count).
     r_max
         Length where non-bonded messages have faded to zero, in the unit of ``pos``.
+    endpoint_features
+        Width of each endpoint's scalar projection in the edge features (0: off); see
+        :class:`InteractionBlock`.
     """
 
-    def __init__(self, hidden_irreps: str, num_layers: int, num_radial: int, radial_hidden: int, r_max: float) -> None:
+    def __init__(
+        self,
+        hidden_irreps: str,
+        num_layers: int,
+        num_radial: int,
+        radial_hidden: int,
+        r_max: float,
+        endpoint_features: int = 0,
+    ) -> None:
         super().__init__()
         irreps_hidden = check_hidden_irreps(hidden_irreps)
         if num_layers < 2:
@@ -61,7 +72,7 @@ class EquivariantNetwork(torch.nn.Module):
         self.edge_type = torch.nn.Embedding(2, num_radial)  # 0 non-bonded, 1 covalent bond
         irreps_in = [o3.Irreps(f"{num_scalars}x0e")] + [irreps_hidden] * (num_layers - 1)
         self.layers = torch.nn.ModuleList(
-            InteractionBlock(irreps, irreps_hidden, 2 * num_radial, radial_hidden, NUM_NOISE_FEATURES)
+            InteractionBlock(irreps, irreps_hidden, 2 * num_radial, radial_hidden, NUM_NOISE_FEATURES, endpoint_features)
             for irreps in irreps_in
         )
         self.readout = o3.Linear(irreps_hidden, IRREPS_OUT)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["TRAIN_DEFAULTS", "train_settings"]
+__all__ = ["TRAIN_DEFAULTS", "SAMPLE_CHECK_DEFAULTS", "train_settings"]
 
+# train.sample_check: a short walk-jump run on the validation peptides that picks the checkpoint kept
+# (jamun.training.sample_quality); every: steps between checks, None = off.
+SAMPLE_CHECK_DEFAULTS = {
+    "every": None, "chains": 8, "steps": 200, "burn_in": 20, "bond_tolerance_nm": 0.02, "bins_rama": 36,
+}  # fmt: skip
 TRAIN_DEFAULTS = {
     "sigma_nm": 0.04, "model": {}, "batch_size": 32, "lr": 0.002, "max_steps": 2000, "max_minutes": None,
     "val_every": 100, "val_batches": 10, "checkpoint_every": 200, "ema_decay": None, "grad_clip": None,
-    "seed": 0, "gpus": 0,
+    "seed": 0, "gpus": 0, "sample_check": SAMPLE_CHECK_DEFAULTS,
 }  # fmt: skip
 _POSITIVE_INTS = ("batch_size", "max_steps", "val_every", "val_batches", "checkpoint_every")
 _POSITIVE = ("sigma_nm", "lr")
@@ -22,6 +27,33 @@ def _is_int(value) -> bool:
 
 def _is_positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _sample_check_settings(section) -> dict:
+    """``train.sample_check`` with defaults filled in."""
+    if not isinstance(section, Mapping):
+        raise ValueError(
+            f"train.sample_check must be a mapping with keys {sorted(SAMPLE_CHECK_DEFAULTS)}, got {section!r}"
+        )
+    unknown = sorted(set(section) - set(SAMPLE_CHECK_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown train.sample_check keys {unknown}; valid keys: {sorted(SAMPLE_CHECK_DEFAULTS)}")
+    s = {**SAMPLE_CHECK_DEFAULTS, **section}
+    if s["every"] is not None and not (_is_int(s["every"]) and s["every"] >= 1):
+        raise ValueError(f"train.sample_check.every must be a positive integer or null, got {s['every']!r}")
+    for key in ("chains", "steps", "bins_rama"):
+        if not (_is_int(s[key]) and s[key] >= 1):
+            raise ValueError(f"train.sample_check.{key} must be a positive integer, got {s[key]!r}")
+    if not (_is_int(s["burn_in"]) and 0 <= s["burn_in"] < s["steps"]):
+        raise ValueError(
+            f"train.sample_check.burn_in must be an integer in [0, steps = {s['steps']}) so that every chain "
+            f"saves a jump, got {s['burn_in']!r}"
+        )
+    if not _is_positive(s["bond_tolerance_nm"]):
+        raise ValueError(
+            f"train.sample_check.bond_tolerance_nm must be a positive number, got {s['bond_tolerance_nm']!r}"
+        )
+    return s
 
 
 def train_settings(train_cfg: Mapping) -> dict:
@@ -49,4 +81,5 @@ def train_settings(train_cfg: Mapping) -> dict:
             raise ValueError(f"train.{key} must be a positive number or null, got {s[key]!r}")
     if s["ema_decay"] is not None and not (_is_positive(s["ema_decay"]) and s["ema_decay"] < 1):
         raise ValueError(f"train.ema_decay must be in (0, 1) or null, got {s['ema_decay']!r}")
+    s["sample_check"] = _sample_check_settings(s["sample_check"])
     return s

@@ -9,10 +9,19 @@ def train_launcher():
     return JAMUN
 
 
+# The validation peptides' MD for the sample checks that choose model.ckpt (train.sample_check).
+VALIDATION_MD = expand("results/md/{peptide}", peptide=ROLES.val)
+
+
 rule train:
     input:
         expand("results/shards/{split}/manifest.csv", split=SPLITS),
         stats="results/shards/train/stats.json",
+        validation_md=expand(
+            "results/md/{peptide}/{file}",
+            peptide=ROLES.val,
+            file=["system.pdb", "traj.xtc", "topology.pdb"],
+        ),
     output:
         model="results/train/model.ckpt",
         metrics="results/train/metrics.csv",
@@ -25,6 +34,7 @@ rule train:
     params:
         train=settings("train"),
         launcher=train_launcher(),
+        validation_md=f"--validation-md {' '.join(VALIDATION_MD)}" if VALIDATION_MD else "",
     conda:
         "../../envs/torch.yaml"
     log:
@@ -38,4 +48,4 @@ rule train:
         runtime=24 * 60,
     shell:
         "{params.launcher} train --shards results/shards -o results/train "
-        "--threads {threads} --settings {params.train:q} > {log} 2>&1"
+        "--threads {threads} --settings {params.train:q} {params.validation_md} > {log} 2>&1"
