@@ -8,6 +8,9 @@ import pytest
 
 from jamun.analysis import evaluate_peptide, summarize
 from jamun.analysis.dihedrals import backbone_dihedrals
+from jamun.analysis.evaluate import Ensembles, validity_section
+from jamun.analysis.summarize import HEADLINE, metrics_table
+from jamun.analysis.validity import heavy_atom_bonds
 from jamun.analysis.timing import (equal_time_prefix, prefix_lengths, sampler_seconds,
                                    seconds_per_frame)
 from jamun.peptides import build_peptide
@@ -166,6 +169,89 @@ def test_msm_and_validity_sections(evaluated):
     assert validity["jamun"]["l_chirality_ok"] == pytest.approx(1 - 1 / 400)
     assert validity["jamun"]["valid"] == pytest.approx(1 - 2 / 400)
     assert validity["md_replicate"]["valid"] == 1.0
+    jamun, replicate = validity["jamun"], validity["md_replicate"]
+    # The 0.05 nm CA shift breaks the tolerance, not the molecule.
+    assert (jamun["chains"], jamun["chains_left_molecule"], jamun["left_molecule_fraction"]) \
+        == (4, 0, 0.0)
+    assert jamun["first_break_step"] == [None] * 4 and jamun["first_break_step_median"] is None
+    assert jamun["valid_intact_chains"] == pytest.approx(jamun["valid"])
+    assert jamun["l_chirality_per_ca"] == pytest.approx({"ALA1": 1 - 1 / 400, "ASN2": 1 - 1 / 400})
+    assert (replicate["chains"], replicate["chains_left_molecule"]) == (1, 0)
+    assert replicate["l_chirality_per_ca"] == {"ALA1": 1.0, "ASN2": 1.0}
+    assert jamun["bond_length_mean_nm"] == pytest.approx(validity["reference_bond_length_mean_nm"],
+                                                         rel=1e-3)
+
+
+def test_validity_counts_chains_that_left_the_molecule(run_dirs):
+    _, ref_dir, _, _ = run_dirs
+    built = mdtraj.load(str(ref_dir / "topology.pdb"))
+    heavy = built.atom_slice(built.topology.select("not element H"))
+    chains, steps = 8, 10
+    samples = mdtraj.join([heavy] * (chains * steps))
+    n, ca, c, cb = (samples.topology.select(f"resname ALA and name {name}")[0]
+                    for name in ("N", "CA", "C", "CB"))
+    cacb = np.linalg.norm(heavy.xyz[0, cb] - heavy.xyz[0, ca])
+
+    def stretch(step, chain, factor):  # CA-CB to `factor` x its length; CB is bonded to CA only
+        frame = samples.xyz[step * chains + chain]
+        frame[cb] = frame[ca] + factor * (frame[cb] - frame[ca])
+
+    stretch(3, 6, 2.5)
+    stretch(8, 6, 2.5)
+    stretch(5, 2, 2.5)
+    stretch(6, 4, 1.9)  # out of tolerance, still a molecule
+    samples.xyz[8:16, :, 0] *= -1.0  # step 1 mirrored: both CAs D
+    for frame in samples.xyz[16:20]:  # step 2, chains 0-3: ALA's CB reflected in N-CA-C, ALA D
+        normal = np.cross(frame[n] - frame[ca], frame[c] - frame[ca])
+        normal /= np.linalg.norm(normal)
+        frame[cb] -= 2 * np.dot(frame[cb] - frame[ca], normal) * normal
+    ensembles = Ensembles(built, built, samples, {}, {"samples": {"chains": chains}})
+    validity = validity_section(ensembles, tolerance_nm=0.02)
+    jamun = validity["jamun"]
+
+    assert (jamun["chains"], jamun["chains_left_molecule"]) == (8, 2)
+    assert jamun["left_molecule_fraction"] == 0.25
+    assert jamun["first_break_step"] == [None, None, 5, None, None, None, 3, None]
+    assert (jamun["first_break_step_earliest"], jamun["first_break_step_median"]) == (3, 4.0)
+    assert jamun["l_chirality_per_ca"] == pytest.approx({"ALA1": 1 - 12 / 80, "ASN2": 1 - 8 / 80})
+    assert jamun["l_chirality_ok"] == pytest.approx(1 - 12 / 80)
+    assert jamun["bonds_ok"] == pytest.approx(1 - 4 / 80)
+    assert jamun["valid"] == pytest.approx(1 - 16 / 80)
+    # Chains 0, 1, 3, 4, 5, 7: 6 mirrored, 3 reflected and 1 stretched jump of 60.
+    assert jamun["valid_intact_chains"] == pytest.approx(1 - 10 / 60)
+    n_bonds = len(heavy_atom_bonds(built.topology))
+    stretched = (3 * 1.5 + 0.9) * cacb / (chains * steps * n_bonds)
+    assert jamun["bond_length_mean_nm"] == pytest.approx(
+        validity["reference_bond_length_mean_nm"] + stretched, rel=1e-5)
+    replicate = validity["md_replicate"]
+    assert (replicate["chains"], replicate["chains_left_molecule"]) == (1, 0)
+    assert (replicate["valid"], replicate["valid_intact_chains"]) == (1.0, 1.0)
+
+
+def metrics_record(peptide, role, valid, l_chirality, jsd_jamun, jsd_equal_time, **validity):
+    """The metrics.json keys the summary's target columns read."""
+    return {"peptide": peptide, "role": role, "jamun": {"jsd_rama_mean": jsd_jamun},
+            "md_equal_time": {"jsd_rama_mean": jsd_equal_time},
+            "validity": {"jamun": {"valid": valid, "l_chirality_ok": l_chirality, **validity}}}
+
+
+def test_summary_target_flags(tmp_path):
+    records = {"AA": metrics_record("AA", "held-out", 0.95, 0.995, 0.1, 0.1,
+                                    chains_left_molecule=0, left_molecule_fraction=0.0),
+               "AN": metrics_record("AN", "held-out", 0.99, 0.994, 0.2, 0.1,
+                                    chains_left_molecule=3, left_molecule_fraction=0.375),
+               "GN": metrics_record("GN", "train", 0.5, 1.0, 0.05, 0.1)}  # older: no left count
+    paths = []
+    for name, record in records.items():
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(record))
+    table = metrics_table(paths).set_index("peptide")
+    assert list(table.columns[1:7]) == [*HEADLINE, "meets_validity_target", "meets_jsd_target"]
+    assert table["meets_validity_target"].tolist() == [True, False, False]
+    assert table["meets_jsd_target"].tolist() == [True, False, True]
+    assert table.loc["AN", "chains_left_molecule"] == 3
+    assert table.loc["AN", "left_molecule_fraction"] == 0.375
+    assert np.isnan(table.loc["GN", "chains_left_molecule"])
 
 
 def test_summarize_table_and_figure(evaluated, tmp_path):
@@ -175,6 +261,10 @@ def test_summarize_table_and_figure(evaluated, tmp_path):
     table = summarize([tmp_path / "train.json", out / "metrics.json"], tmp_path / "summary")
     assert table["peptide"].tolist() == ["AN", "AA"]  # held-out first
     assert "jamun.jsd_rama_1" in table and "curves.jamun.seconds" not in table
+    # valid 1 - 2/400 and L 1 - 1/400 meet the targets; the biased sampler misses the JSD one.
+    assert table["meets_validity_target"].all() and (table["chains_left_molecule"] == 0).all()
+    assert table["meets_jsd_target"].tolist() == [metrics["jamun"]["jsd_rama_mean"]
+                                                  <= metrics["md_equal_time"]["jsd_rama_mean"]] * 2
     written = (tmp_path / "summary" / "metrics.csv").read_text().splitlines()
     assert len(written) == 3
     assert (tmp_path / "summary" / "summary.png").stat().st_size > 1000

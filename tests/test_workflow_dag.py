@@ -25,7 +25,7 @@ def dry_run(*args: str) -> dict[str, int]:
 
 @pytest.mark.parametrize(
     "config, held_out, training, evaluated_training",
-    [("config/config.yaml", 1, 5, 1), ("config/ci.yaml", 1, 1, 1)],
+    [("config/config.yaml", 3, 46, 1), ("config/ci.yaml", 1, 1, 1)],
 )
 def test_whole_dag(config, held_out, training, evaluated_training):
     evaluated = held_out + evaluated_training

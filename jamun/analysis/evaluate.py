@@ -9,6 +9,8 @@ Comparisons, each a dict of JSDs (nats) and JS distances (√nats) against the r
 - "md_equal_time": the replicate prefix that cost as much wall time as the sampler;
 - "replicate_floor": the replicate prefix with as many frames as JAMUN has samples (finite-sample
   floor: what an independent MD run of that size scores).
+"validity" holds bond-length and L-chirality fractions of JAMUN and the replicate MD, and the
+chains that left the molecule (a bond > 2x its MD mean length): counted, never dropped.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from jamun.analysis.jsd import bin_index, js_distance, jsd_from_counts, sparse_c
 from jamun.analysis.msm import UNASSIGNED, MSMFit, fit_msm, macrostate_fractions
 from jamun.analysis.timing import (equal_time_prefix, prefix_lengths, sampler_seconds,
                                    seconds_per_frame)
-from jamun.analysis.validity import (bond_length_ok, heavy_atom_bonds, l_chirality_ok,
-                                     map_atoms)
+from jamun.analysis.validity import (bond_length_ok, bond_lengths, chains_left_molecule,
+                                     chirality_atoms, heavy_atom_bonds, l_chirality_ok, map_atoms,
+                                     signed_volumes)
 from jamun.peptides import residue_label, validate_sequence
 
 logger = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ COMPARISONS = ("jamun", "md_equal_time", "replicate_floor")
 CURVE_METRICS = ("jsd_rama_mean", "jsd_1d_mean", "jsd_macrostates")
 SEED = 0
 CI_PERCENTILES = (2.5, 97.5)
+# A bond longer than this multiple of its MD mean length is broken: the chain left the molecule.
+LEFT_MOLECULE_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -167,12 +172,49 @@ def _curve(reference: Mapping, labels: Mapping[str, np.ndarray], frames: np.ndar
             **{m: [p[m] for p in points] for m in metrics}}
 
 
+def first_break_steps(lengths: np.ndarray, reference_nm: np.ndarray, n_chains: int) -> np.ndarray:
+    """(n_chains,) int64: the first step at which each chain had a bond longer than
+    LEFT_MOLECULE_FACTOR x its reference length, -1 for a chain that never left the molecule.
+
+    lengths: (n_frames, n_bonds) nm, step-major (frame = step · n_chains + chain);
+    reference_nm: (n_bonds,) nm.
+    """
+    # One frame per "chain" makes chains_left_molecule flag single frames: one definition of a
+    # break for the count and for the step.
+    broken = chains_left_molecule(lengths, reference_nm, len(lengths), LEFT_MOLECULE_FACTOR)
+    broken = broken.reshape(-1, n_chains)  # [n_steps, n_chains]
+    return np.where(broken.any(axis=0), broken.argmax(axis=0), -1)
+
+
+def l_chirality_per_ca(traj: mdtraj.Trajectory) -> dict[str, float]:
+    """Fraction of frames in which each CA with a CB is L, keyed by residue name and mdtraj index
+    ("ASN2"; in a capped peptide the same i as jsd_rama_<i>)."""
+    quads = chirality_atoms(traj.topology)
+    is_l = signed_volumes(traj.xyz, quads) > 0  # [n_frames, n_chiral]
+    residues = [traj.topology.atom(int(ca)).residue for ca in quads[:, 1]]
+    return {f"{r.name}{r.index}": float(f) for r, f in zip(residues, is_l.mean(axis=0))}
+
+
 def _validity(traj: mdtraj.Trajectory, bonds: np.ndarray, reference_nm: np.ndarray,
-              tolerance_nm: float) -> dict[str, float]:
+              tolerance_nm: float, n_chains: int) -> dict:
+    """Validity record of step-major `traj` with `n_chains` chains (an MD run is one chain)."""
     bonds_ok = bond_length_ok(traj, bonds, reference_nm, tolerance_nm)
     chiral_ok = l_chirality_ok(traj)
+    valid = (bonds_ok & chiral_ok).reshape(-1, n_chains)  # [n_steps, n_chains]
+    lengths = bond_lengths(traj.xyz, bonds)  # [n_frames, n_bonds]
+    first_break = first_break_steps(lengths, reference_nm, n_chains)
+    left = first_break >= 0
+    broken_steps = first_break[left]
     return {"bonds_ok": float(bonds_ok.mean()), "l_chirality_ok": float(chiral_ok.mean()),
-            "valid": float((bonds_ok & chiral_ok).mean())}
+            "valid": float(valid.mean()),
+            "valid_intact_chains": float(valid[:, ~left].mean()) if not left.all() else None,
+            "l_chirality_per_ca": l_chirality_per_ca(traj),
+            "bond_length_mean_nm": float(lengths.mean()),
+            "chains": n_chains, "chains_left_molecule": int(left.sum()),
+            "left_molecule_fraction": float(left.mean()),
+            "first_break_step": [int(s) if s >= 0 else None for s in first_break],
+            "first_break_step_earliest": int(broken_steps.min()) if left.any() else None,
+            "first_break_step_median": float(np.median(broken_steps)) if left.any() else None}
 
 
 def _msm_record(fit: MSMFit, frame_ps: float, populations: Mapping[str, np.ndarray],
@@ -277,15 +319,32 @@ def load_ensembles(sequence: str, reference_dir: Path, replicate_dir: Path,
 
 
 def validity_section(ensembles: Ensembles, tolerance_nm: float) -> dict:
-    """Validity fractions of JAMUN samples and (as a baseline) the replicate MD; bond lengths
-    against the reference MD's mean length of each heavy-atom bond."""
+    """The metrics.json "validity" section: JAMUN samples and (as a baseline) the replicate MD,
+    bond lengths against the reference MD's mean length of each heavy-atom bond.
+
+    Per ensemble: fractions of frames with every bond within `tolerance_nm` ("bonds_ok"), L at
+    every CA ("l_chirality_ok"), both ("valid"); "valid" over the chains that never left the
+    molecule ("valid_intact_chains", null if every chain left); the L fraction of each CA
+    ("l_chirality_per_ca"); the mean bond length (nm, over bonds and frames); chains that ever had
+    a bond longer than LEFT_MOLECULE_FACTOR x its MD mean ("chains_left_molecule" of "chains", the
+    fraction, and per chain the first such step, null if never, with the earliest and the median
+    over broken chains). The replicate MD is one chain whose steps are its frames.
+    """
     reference = ensembles.reference
     bonds = heavy_atom_bonds(reference.topology)
     mean_nm = mdtraj.compute_distances(reference, bonds, periodic=False).mean(axis=0)
     sample_bonds = map_atoms(reference.topology, ensembles.samples.topology, bonds)
-    return {"bond_tolerance_nm": tolerance_nm,
-            "jamun": _validity(ensembles.samples, sample_bonds, mean_nm, tolerance_nm),
-            "md_replicate": _validity(ensembles.replicate, bonds, mean_nm, tolerance_nm)}
+    jamun = _validity(ensembles.samples, sample_bonds, mean_nm, tolerance_nm, ensembles.chains)
+    if jamun["chains_left_molecule"]:
+        logger.warning("%d of %d JAMUN chains left the molecule (a bond > %g x its MD mean "
+                       "length), the first at step %d; mean bond length %.3f nm vs MD %.3f nm",
+                       jamun["chains_left_molecule"], jamun["chains"], LEFT_MOLECULE_FACTOR,
+                       jamun["first_break_step_earliest"], jamun["bond_length_mean_nm"],
+                       mean_nm.mean())
+    return {"bond_tolerance_nm": tolerance_nm, "left_molecule_factor": LEFT_MOLECULE_FACTOR,
+            "reference_bond_length_mean_nm": float(mean_nm.mean()),
+            "jamun": jamun,
+            "md_replicate": _validity(ensembles.replicate, bonds, mean_nm, tolerance_nm, 1)}
 
 
 def write_figures(out_dir: Path, ensembles: Ensembles, fit: MSMFit, metrics: dict,

@@ -1,4 +1,9 @@
-"""Cross-peptide summary: one table row per evaluated peptide, and a bar chart of the JSDs."""
+"""Cross-peptide summary: one table row per evaluated peptide, and a bar chart of the JSDs.
+
+Targets (for held-out peptides; checked on every row): at least VALID_TARGET of the JAMUN jumps
+valid and at least L_CHIRALITY_TARGET of them L at every CA; JAMUN's mean Ramachandran JSD no
+higher than that of MD of equal wall time.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,37 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from jamun.analysis import plots
 from jamun.analysis.evaluate import COMPARISONS
 
 SUMMARY_METRICS = ("jsd_rama_mean", "jsd_1d_mean", "jsd_macrostates")
+VALID_TARGET = 0.95
+L_CHIRALITY_TARGET = 0.995
+# Headline columns of JAMUN's validity, copied to the front of the table next to the targets.
+HEADLINE = ("valid", "l_chirality_ok", "chains_left_molecule", "left_molecule_fraction")
+
+
+def target_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """HEADLINE columns (from "validity.jamun.<name>"; NaN where a metrics.json lacks one) and
+    the target checks "meets_validity_target", "meets_jsd_target" (False where an input is NaN)."""
+    def column(name: str) -> pd.Series:
+        return table[name] if name in table else pd.Series(np.nan, index=table.index)
+
+    out = pd.DataFrame({name: column(f"validity.jamun.{name}") for name in HEADLINE})
+    out["meets_validity_target"] = ((out["valid"] >= VALID_TARGET)
+                                    & (out["l_chirality_ok"] >= L_CHIRALITY_TARGET))
+    out["meets_jsd_target"] = (column("jamun.jsd_rama_mean")
+                               <= column("md_equal_time.jsd_rama_mean"))
+    return out
 
 
 def metrics_table(metrics_files: Sequence[Path | str]) -> pd.DataFrame:
     """Scalar metrics of each metrics.json as one row, columns "<section>.<key>" (lists such as
-    curves and populations dropped), held-out peptides first, then by peptide."""
+    curves and populations dropped) after the :func:`target_columns` placed behind "role";
+    held-out peptides first, then by peptide."""
     if not metrics_files:
         raise ValueError("summarize needs at least one metrics.json file, got none")
     records = []
@@ -29,6 +54,9 @@ def metrics_table(metrics_files: Sequence[Path | str]) -> pd.DataFrame:
     table = pd.json_normalize(records, sep=".")
     listed = [c for c in table if table[c].map(lambda v: isinstance(v, list)).any()]
     table = table.drop(columns=listed)
+    after_role = table.columns.get_loc("role") + 1
+    table = pd.concat([table.iloc[:, :after_role], target_columns(table),
+                       table.iloc[:, after_role:]], axis=1)
     order = table["role"].map({"held-out": 0, "train": 1})
     return table.assign(_order=order).sort_values(["_order", "peptide"]).drop(columns="_order") \
         .reset_index(drop=True)

@@ -1,0 +1,101 @@
+"""Model and training choices at equal CPU time, judged by sample quality (not by the loss).
+
+Each variant is the demo ``train:`` section (config/config.yaml) with a few keys changed; it
+trains on the real demo shards for ``--minutes`` wall minutes on ``--threads`` threads, with the
+sample checks of the config (walk-jump on the validation peptides, jamun.training.sample_quality),
+and reports the check the trainer selected: jump validity, chains that left the molecule, Rama
+JSD, sample_error = (1 - valid) + jsd_rama, plus the final validation loss.
+
+    python benchmarks/training_choices.py --minutes 4 --threads 1 baseline endpoint_8
+    python benchmarks/training_choices.py --list
+
+Needs ``results/shards`` and ``results/md/<val peptide>`` from the demo workflow. Run two
+variants in two processes at once on a 2-core machine (one thread each) to halve the wall time.
+Prints one tab-separated row per variant (and appends them to --out as CSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from jamun.config import PeptideRoles
+from jamun.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> (train keys, model keys) changed from the demo config.
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "baseline": ({}, {"endpoint_features": 0}),
+    "endpoint_8": ({}, {"endpoint_features": 8}),
+    "radial_16": ({}, {"endpoint_features": 8, "num_radial": 16}),
+    "wide_64x0e_16x1e": ({}, {"endpoint_features": 8, "hidden_irreps": "64x0e + 16x1e"}),
+    "deep_4_layers": ({}, {"endpoint_features": 8, "num_layers": 4}),
+    "ema_0.999": ({"ema_decay": 0.999}, {"endpoint_features": 8}),
+    "batch_64": ({"batch_size": 64}, {"endpoint_features": 8}),
+    "batch_16": ({"batch_size": 16}, {"endpoint_features": 8}),
+    "lr_5e-3": ({"lr": 0.005}, {"endpoint_features": 8}),
+    "lr_1e-3": ({"lr": 0.001}, {"endpoint_features": 8}),
+}
+
+
+def variant_config(base: dict, name: str, minutes: float) -> dict:
+    """The demo train section with variant ``name`` applied, limited to ``minutes``."""
+    train_keys, model_keys = VARIANTS[name]
+    cfg = copy.deepcopy(base)
+    cfg.update(train_keys)
+    cfg["model"].update(model_keys)
+    cfg.update(max_minutes=minutes, max_steps=10**7)
+    return cfg
+
+
+def run_variant(name: str, base: dict, validation_md: list[Path], minutes: float, threads: int) -> dict:
+    """Train one variant in a temporary folder; its selected sample check and final losses."""
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = train(ROOT / "results" / "shards", Path(tmp), variant_config(base, name, minutes),
+                        threads=threads, validation_md=validation_md)  # fmt: skip
+    check = summary.get("selected_sample_check") or {}
+    mean = check.get("mean", check)
+    return {
+        "variant": name, "parameters": summary["n_parameters"], "steps": summary["steps"],
+        "graphs_per_s": summary["steps"] * summary["global_batch_size"] / summary["wall_seconds"],
+        "selected_step": summary.get("selected_step"), "valid": mean.get("valid"),
+        "l_chirality_ok": mean.get("l_chirality_ok"), "left_molecule": mean.get("left_molecule"),
+        "jsd_rama": mean.get("jsd_rama"), "sample_error": mean.get("sample_error"),
+        "final_val_loss": summary["final_val_loss"], "final_scaled_rmsd": summary["final_scaled_rmsd"],
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="*", help=f"any of {list(VARIANTS)}")
+    parser.add_argument("--minutes", type=float, default=4.0, help="wall minutes of training per variant")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "training_choices.csv")
+    parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    args = parser.parse_args()
+    if args.list or not args.variants:
+        print(json.dumps(VARIANTS, indent=1))
+        return
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    config = yaml.safe_load(args.config.read_text())
+    roles = PeptideRoles.from_config(config["peptides"])
+    validation_md = [ROOT / "results" / "md" / p for p in roles.val]
+    for name in args.variants:
+        row = run_variant(name, config["train"], validation_md, args.minutes, args.threads)
+        print("\t".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([row]).to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
+
+
+if __name__ == "__main__":
+    main()
