@@ -33,7 +33,8 @@ from jamun.analysis.jsd import bin_index, js_distance, jsd_from_counts, sparse_c
 from jamun.analysis.msm import UNASSIGNED, MSMFit, fit_msm, macrostate_fractions
 from jamun.analysis.timing import (equal_time_prefix, prefix_lengths, sampler_seconds,
                                    seconds_per_frame)
-from jamun.analysis.validity import (bond_length_ok, bond_lengths, chains_left_molecule,
+from jamun.analysis.validity import (LEFT_MOLECULE_FACTOR, bond_length_ok, bond_lengths,
+                                     chains_left_molecule,
                                      chirality_atoms, heavy_atom_bonds, l_chirality_ok, map_atoms,
                                      signed_volumes)
 from jamun.peptides import residue_label, validate_sequence
@@ -45,8 +46,6 @@ COMPARISONS = ("jamun", "md_equal_time", "replicate_floor")
 CURVE_METRICS = ("jsd_rama_mean", "jsd_1d_mean", "jsd_macrostates")
 SEED = 0
 CI_PERCENTILES = (2.5, 97.5)
-# A bond longer than this multiple of its MD mean length is broken: the chain left the molecule.
-LEFT_MOLECULE_FACTOR = 2.0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import mdtraj
 import numpy as np
 
+# A bond longer than this multiple of its MD mean length is broken: the chain left the molecule.
+LEFT_MOLECULE_FACTOR = 2.0
+
 
 def heavy_atom_bonds(topology: mdtraj.Topology) -> np.ndarray:
     """(n_bonds, 2) int64 atom indices of bonds between two non-hydrogen atoms."""
@@ -47,7 +50,7 @@ def bond_length_ok(traj: mdtraj.Trajectory, bonds: np.ndarray, reference_nm: np.
 
     bonds: (n_bonds, 2) atom indices into `traj`; reference_nm: (n_bonds,) nm.
     """
-    lengths = mdtraj.compute_distances(traj, bonds, periodic=False)
+    lengths = bond_lengths(traj.xyz, bonds)
     return np.all(np.abs(lengths - reference_nm) <= tolerance_nm, axis=1)
 
 
@@ -77,12 +80,12 @@ def l_chirality_ok(traj: mdtraj.Trajectory) -> np.ndarray:
 
 
 def bond_lengths(xyz: np.ndarray, bonds: np.ndarray) -> np.ndarray:
-    """(n_frames, n_bonds) nm: lengths of `bonds` (n_bonds, 2) in positions xyz (n_frames, n_atoms, 3)."""
+    """(n_frames, n_bonds) nm: lengths of `bonds` (n_bonds, 2) in xyz (n_frames, n_atoms, 3) nm."""
     return np.linalg.norm(xyz[:, bonds[:, 0]] - xyz[:, bonds[:, 1]], axis=-1)
 
 
 def chains_left_molecule(lengths: np.ndarray, reference_nm: np.ndarray, n_chains: int,
-                         factor: float = 2.0) -> np.ndarray:
+                         factor: float = LEFT_MOLECULE_FACTOR) -> np.ndarray:
     """(n_chains,) bool: chains with a frame where some bond is longer than `factor` x its
     reference length, i.e. the walk left the molecule (a broken covalent bond).
 

@@ -26,7 +26,7 @@ import torch
 
 from jamun.analysis.dihedrals import backbone_dihedrals
 from jamun.analysis.jsd import jsd_angles
-from jamun.analysis.validity import bond_lengths, chains_left_molecule, chirality_atoms, signed_volumes
+from jamun.analysis.validity import bond_length_ok, bond_lengths, chains_left_molecule, l_chirality_ok
 from jamun.data.graph import TopologyFeatures, topology_features
 from jamun.sampling.sample import SampleSettings, walk_jump_peptides
 
@@ -46,7 +46,6 @@ class ValidationPeptide:
     start: (n_heavy, 3) nm, the minimized built structure the chains start from.
     topology: heavy-atom topology (for dihedrals of the jumps).
     bond_length_nm: (n_bonds,) mean MD length of each of ``features.bonds``.
-    chiral: (n_chiral, 4) heavy-atom indices (N, CA, C, CB) of every chiral CA.
     reference_angles: (n_frames, n_residues, 2) rad, (φ, ψ) of the MD frames.
     """
 
@@ -55,7 +54,6 @@ class ValidationPeptide:
     start: torch.Tensor
     topology: mdtraj.Topology
     bond_length_nm: np.ndarray
-    chiral: np.ndarray
     reference_angles: np.ndarray
 
 
@@ -78,7 +76,6 @@ def load_validation_peptide(md_dir: Path | str) -> ValidationPeptide:
         start=torch.from_numpy(system.xyz[0, heavy]),
         topology=topology,
         bond_length_nm=bond_lengths(reference.xyz, features.bonds).mean(axis=0),
-        chiral=chirality_atoms(topology),
         reference_angles=backbone_dihedrals(reference).angles,
     )
 
@@ -86,10 +83,11 @@ def load_validation_peptide(md_dir: Path | str) -> ValidationPeptide:
 def score_jumps(peptide: ValidationPeptide, jumps: np.ndarray, chains: int, *, bond_tolerance_nm: float,
                 bins: int) -> dict[str, float]:
     """The :data:`QUALITY_COLUMNS` of step-major jumps (n_frames, n_heavy, 3) nm of one peptide."""
+    traj = mdtraj.Trajectory(jumps, peptide.topology)
+    bonds_ok = bond_length_ok(traj, peptide.features.bonds, peptide.bond_length_nm, bond_tolerance_nm)
+    chiral_ok = l_chirality_ok(traj)
     lengths = bond_lengths(jumps, peptide.features.bonds)
-    bonds_ok = np.all(np.abs(lengths - peptide.bond_length_nm) <= bond_tolerance_nm, axis=1)
-    chiral_ok = np.all(signed_volumes(jumps, peptide.chiral) > 0, axis=1)
-    angles = backbone_dihedrals(mdtraj.Trajectory(jumps, peptide.topology)).angles
+    angles = backbone_dihedrals(traj).angles
     jsd = float(np.mean([
         jsd_angles(angles[:, r], peptide.reference_angles[:, r], bins) for r in range(angles.shape[1])
     ]))
