@@ -42,7 +42,15 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "batch_16": ({"batch_size": 16}, {"endpoint_features": 8}),
     "lr_5e-3": ({"lr": 0.005}, {"endpoint_features": 8}),
     "lr_1e-3": ({"lr": 0.001}, {"endpoint_features": 8}),
+    "cosine": ({"lr_schedule": "cosine"}, {"endpoint_features": 8}),
+    "bond_3": ({"bond_loss_weight": 3.0}, {"endpoint_features": 8}),
+    "bond_10": ({"bond_loss_weight": 10.0}, {"endpoint_features": 8}),
+    "bond_30": ({"bond_loss_weight": 30.0}, {"endpoint_features": 8}),
+    "bond_10_cosine": ({"bond_loss_weight": 10.0, "lr_schedule": "cosine"}, {"endpoint_features": 8}),
 }
+# A decaying schedule must end when the time does: its max_steps is this many steps per wall minute
+# (measured: two 1-thread runs at once on the 2-core machine make ~180 steps/min at batch 32).
+STEPS_PER_MINUTE = 180
 
 
 def variant_config(base: dict, name: str, minutes: float) -> dict:
@@ -51,7 +59,8 @@ def variant_config(base: dict, name: str, minutes: float) -> dict:
     cfg = copy.deepcopy(base)
     cfg.update(train_keys)
     cfg["model"].update(model_keys)
-    cfg.update(max_minutes=minutes, max_steps=10**7)
+    decays = cfg.get("lr_schedule", "constant") != "constant"
+    cfg.update(max_minutes=minutes, max_steps=int(STEPS_PER_MINUTE * minutes) if decays else 10**7)
     return cfg
 
 

@@ -45,12 +45,14 @@ from jamun.training.distributed import (
 from jamun.training.noise import TRAIN_STREAM, VAL_STREAM, batch_noise, corrupt
 from jamun.training.report import plot_losses, write_metrics
 from jamun.training.sample_quality import load_validation_peptide, sample_quality
+from jamun.training.schedule import learning_rate
 from jamun.training.settings import train_settings
 from jamun.training.state import load_state, rng_state, save_atomic, set_rng_state
 
 __all__ = ["train", "main"]
 
-# Settings that may change between a stop and a resume without changing what training computes.
+# Settings that may change between a stop and a resume without changing what training computes
+# (max_steps only with a constant learning rate: a decaying schedule ends at max_steps).
 _RESUMABLE_CHANGES = ("max_steps", "max_minutes", "checkpoint_every", "val_every", "val_batches", "gpus")
 _KEEP_NUMBERED = 3  # numbered checkpoints kept in .work besides last.pt
 
@@ -89,7 +91,10 @@ class _Trainer:
         self.ema = copy.deepcopy(self.model) if settings["ema_decay"] else None
         self.resume_key = json.dumps(
             {
-                "settings": {k: v for k, v in settings.items() if k not in _RESUMABLE_CHANGES},
+                "settings": {
+                    k: v for k, v in settings.items()
+                    if k not in _RESUMABLE_CHANGES or (k == "max_steps" and settings["lr_schedule"] != "constant")
+                },
                 "world_size": ctx.world_size,
                 "train_manifest_sha256": sha256_file(shards_dir / "train" / MANIFEST),
                 "sample_check_peptides": [Path(d).name for d in validation_md] if self.checks_on else [],
@@ -160,7 +165,11 @@ class _Trainer:
         x, y = corrupt(x, eta, self.s["sigma_nm"], graph)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.model.loss(x, y, graph)
+        lr = learning_rate(self.step, self.s["lr"], self.s["lr_schedule"], self.s["lr_warmup_steps"],
+                           self.s["max_steps"])  # fmt: skip
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = self.model.loss(x, y, graph, bond_weight=self.s["bond_loss_weight"])
         loss.backward()
         flags = torch.tensor([0.0, float(over_time)], dtype=torch.float64, device=x.device)
         flags[0] = loss.detach()

@@ -167,6 +167,28 @@ def test_zero_network_gives_c_skip_times_y(peptides: dict) -> None:
     assert float(denoiser.loss(x_centred, centred, graph).detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
+@torch.no_grad()
+def test_bond_term_is_the_mean_squared_bond_length_error_per_graph(peptides: dict) -> None:
+    denoiser = make_denoiser()
+    with torch.no_grad():
+        denoiser.network.readout.weight.zero_()  # xhat = c_skip * y
+    graph, x, y = noisy_batch(peptides, ["AA", "SG"], seed=6)
+    x, _ = center_positions(x, graph)
+    y, _ = center_positions(y, graph)
+    xhat = denoiser.preconditioning.c_skip * y
+    i, j = graph.bonds
+    error = ((xhat[i] - xhat[j]).norm(dim=1) - (x[i] - x[j]).norm(dim=1)).square()
+    per_graph = torch.stack([error[graph.batch[i] == g].mean() for g in range(2)])
+    weight = 7.0
+    expected = denoiser.loss(x, y, graph) + weight * per_graph.mean() / denoiser.preconditioning.c_out**2
+    assert float(denoiser.loss(x, y, graph, bond_weight=weight)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(per_graph.min()) > 0
+    # Exact bond lengths cost nothing: x denoised to itself has no bond term.
+    assert float(denoiser.loss(x, x / denoiser.preconditioning.c_skip, graph, bond_weight=weight)) == pytest.approx(
+        float(denoiser.loss(x, x / denoiser.preconditioning.c_skip, graph)), rel=1e-6
+    )
+
+
 def test_score_is_tweedie_without_autograd(denoiser: Denoiser, peptides: dict) -> None:
     graph, _, y = noisy_batch(peptides, ["SG", "AA"], seed=5)
     y.requires_grad_(True)

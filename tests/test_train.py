@@ -21,6 +21,7 @@ from jamun.data.shards import read_peptides, write_shards
 from jamun.train import train
 from jamun.training.noise import batch_noise, corrupt
 from jamun.training.sample_quality import QUALITY_COLUMNS, sample_quality
+from jamun.training.schedule import learning_rate
 from jamun.training.settings import train_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -266,6 +267,33 @@ def test_bad_settings_are_named():
         train_settings({**TINY, "batch_size": 0})
     with pytest.raises(ValueError, match="train.ema_decay"):
         train_settings({**TINY, "ema_decay": 1.0})
+    with pytest.raises(ValueError, match="train.lr_schedule must be one of \\['constant', 'cosine'\\]"):
+        train_settings({**TINY, "lr_schedule": "linear"})
+    with pytest.raises(ValueError, match="train.lr_warmup_steps"):
+        train_settings({**TINY, "lr_warmup_steps": TINY["max_steps"]})
+    with pytest.raises(ValueError, match="train.bond_loss_weight"):
+        train_settings({**TINY, "bond_loss_weight": -1.0})
+
+
+def test_learning_rate_schedules():
+    assert [learning_rate(k, 1.0, "constant", 4, 100) for k in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    cosine = [learning_rate(k, 2.0, "cosine", 0, 10) for k in range(12)]
+    assert cosine[0] == 2.0 and cosine[5] == pytest.approx(1.0) and cosine[10] == cosine[11] == pytest.approx(0.0)
+    assert all(a > b for a, b in zip(cosine[:10], cosine[1:11]))
+    assert learning_rate(3, 1.0, "cosine", 2, 12) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.1)))
+
+
+def test_cosine_resume_is_exact_and_needs_the_same_max_steps(tmp_path, shards):
+    cfg = {**TINY, "lr_schedule": "cosine", "lr_warmup_steps": 2, "bond_loss_weight": 5.0}
+    train(shards, tmp_path / "straight", cfg)
+    train(shards, tmp_path / "resumed", cfg, interrupt_at_step=5)
+    assert train(shards, tmp_path / "resumed", cfg)["resumed_from_steps"] == [5]
+    straight, resumed = state_dict(tmp_path / "straight" / "model.ckpt"), state_dict(tmp_path / "resumed" / "model.ckpt")
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0)
+    # Another max_steps is another schedule: the interrupted run is not resumed.
+    train(shards, tmp_path / "longer", cfg, interrupt_at_step=5)
+    assert train(shards, tmp_path / "longer", {**cfg, "max_steps": 10})["resumed_from_steps"] == []
 
 
 def test_noise_is_fixed_by_seed_and_step_and_shared_across_ranks():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from jamun.training.schedule import SCHEDULES
+
 __all__ = ["TRAIN_DEFAULTS", "SAMPLE_CHECK_DEFAULTS", "train_settings"]
 
 # train.sample_check: a short walk-jump run on the validation peptides that picks the checkpoint kept
@@ -12,7 +14,8 @@ SAMPLE_CHECK_DEFAULTS = {
     "every": None, "chains": 8, "steps": 200, "burn_in": 20, "bond_tolerance_nm": 0.02, "bins_rama": 36,
 }  # fmt: skip
 TRAIN_DEFAULTS = {
-    "sigma_nm": 0.04, "model": {}, "batch_size": 32, "lr": 0.002, "max_steps": 2000, "max_minutes": None,
+    "sigma_nm": 0.04, "model": {}, "batch_size": 32, "lr": 0.002, "lr_schedule": "constant", "lr_warmup_steps": 0,
+    "bond_loss_weight": 0.0, "max_steps": 2000, "max_minutes": None,
     "val_every": 100, "val_batches": 10, "checkpoint_every": 200, "ema_decay": None, "grad_clip": None,
     "seed": 0, "gpus": 0, "sample_check": SAMPLE_CHECK_DEFAULTS,
 }  # fmt: skip
@@ -81,5 +84,14 @@ def train_settings(train_cfg: Mapping) -> dict:
             raise ValueError(f"train.{key} must be a positive number or null, got {s[key]!r}")
     if s["ema_decay"] is not None and not (_is_positive(s["ema_decay"]) and s["ema_decay"] < 1):
         raise ValueError(f"train.ema_decay must be in (0, 1) or null, got {s['ema_decay']!r}")
+    if s["lr_schedule"] not in SCHEDULES:
+        raise ValueError(f"train.lr_schedule must be one of {list(SCHEDULES)}, got {s['lr_schedule']!r}")
+    if not (_is_int(s["lr_warmup_steps"]) and 0 <= s["lr_warmup_steps"] < s["max_steps"]):
+        raise ValueError(
+            f"train.lr_warmup_steps must be an integer in [0, max_steps = {s['max_steps']}), got {s['lr_warmup_steps']!r}"
+        )
+    weight = s["bond_loss_weight"]
+    if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
+        raise ValueError(f"train.bond_loss_weight must be a number >= 0, got {weight!r}")
     s["sample_check"] = _sample_check_settings(s["sample_check"])
     return s
