@@ -43,14 +43,19 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "lr_5e-3": ({"lr": 0.005}, {"endpoint_features": 8}),
     "lr_1e-3": ({"lr": 0.001}, {"endpoint_features": 8}),
     "cosine": ({"lr_schedule": "cosine"}, {"endpoint_features": 8}),
+    "bond_1": ({"bond_loss_weight": 1.0}, {"endpoint_features": 8}),
     "bond_3": ({"bond_loss_weight": 3.0}, {"endpoint_features": 8}),
     "bond_10": ({"bond_loss_weight": 10.0}, {"endpoint_features": 8}),
-    "bond_30": ({"bond_loss_weight": 30.0}, {"endpoint_features": 8}),
-    "bond_10_cosine": ({"bond_loss_weight": 10.0, "lr_schedule": "cosine"}, {"endpoint_features": 8}),
+    "bond_3_cosine": ({"bond_loss_weight": 3.0, "lr_schedule": "cosine"}, {"endpoint_features": 8}),
+    "bond_3_sigma_0.03": ({"bond_loss_weight": 3.0, "sigma_nm": 0.03}, {"endpoint_features": 8}),
+    "bond_3_sigma_0.02": ({"bond_loss_weight": 3.0, "sigma_nm": 0.02}, {"endpoint_features": 8}),
+    "bond_3_sigma_0.015": ({"bond_loss_weight": 3.0, "sigma_nm": 0.015}, {"endpoint_features": 8}),
+    "bond_3_sigma_0.01": ({"bond_loss_weight": 3.0, "sigma_nm": 0.01}, {"endpoint_features": 8}),
+    "sigma_0.02": ({"sigma_nm": 0.02}, {"endpoint_features": 8}),
 }
 # A decaying schedule must end when the time does: its max_steps is this many steps per wall minute
-# (measured: two 1-thread runs at once on the 2-core machine make ~180 steps/min at batch 32).
-STEPS_PER_MINUTE = 180
+# (measured: two 1-thread runs at once on the 2-core machine make ~210 steps/min at batch 32).
+STEPS_PER_MINUTE = 210
 
 
 def variant_config(base: dict, name: str, minutes: float) -> dict:
@@ -64,11 +69,14 @@ def variant_config(base: dict, name: str, minutes: float) -> dict:
     return cfg
 
 
-def run_variant(name: str, base: dict, validation_md: list[Path], minutes: float, threads: int) -> dict:
-    """Train one variant in a temporary folder; its selected sample check and final losses."""
+def run_variant(name: str, base: dict, validation_md: list[Path], minutes: float, threads: int,
+                keep: Path | None) -> dict:
+    """Train one variant (in ``keep``/name, else a temporary folder); its selected sample check and
+    final losses."""
     with tempfile.TemporaryDirectory() as tmp:
-        summary = train(ROOT / "results" / "shards", Path(tmp), variant_config(base, name, minutes),
-                        threads=threads, validation_md=validation_md)  # fmt: skip
+        out = keep / name if keep else Path(tmp)
+        summary = train(ROOT / "results" / "shards", out, variant_config(base, name, minutes), threads=threads,
+                        validation_md=validation_md)  # fmt: skip
     check = summary.get("selected_sample_check") or {}
     mean = check.get("mean", check)
     return {
@@ -88,6 +96,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "training_choices.csv")
+    parser.add_argument("--keep", type=Path, default=None, help="keep each variant's outputs in KEEP/<variant>")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
     args = parser.parse_args()
     if args.list or not args.variants:
@@ -100,7 +109,7 @@ def main() -> None:
     roles = PeptideRoles.from_config(config["peptides"])
     validation_md = [ROOT / "results" / "md" / p for p in roles.val]
     for name in args.variants:
-        row = run_variant(name, config["train"], validation_md, args.minutes, args.threads)
+        row = run_variant(name, config["train"], validation_md, args.minutes, args.threads, args.keep)
         print("\t".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame([row]).to_csv(args.out, mode="a", header=not args.out.exists(), index=False)

@@ -168,7 +168,7 @@ def test_zero_network_gives_c_skip_times_y(peptides: dict) -> None:
 
 
 @torch.no_grad()
-def test_bond_term_is_the_mean_squared_bond_length_error_per_graph(peptides: dict) -> None:
+def test_bond_term_is_the_mean_squared_bond_vector_error_per_graph(peptides: dict) -> None:
     denoiser = make_denoiser()
     with torch.no_grad():
         denoiser.network.readout.weight.zero_()  # xhat = c_skip * y
@@ -177,16 +177,16 @@ def test_bond_term_is_the_mean_squared_bond_length_error_per_graph(peptides: dic
     y, _ = center_positions(y, graph)
     xhat = denoiser.preconditioning.c_skip * y
     i, j = graph.bonds
-    error = ((xhat[i] - xhat[j]).norm(dim=1) - (x[i] - x[j]).norm(dim=1)).square()
+    error = ((xhat[i] - xhat[j]) - (x[i] - x[j])).square().sum(1)
     per_graph = torch.stack([error[graph.batch[i] == g].mean() for g in range(2)])
     weight = 7.0
     expected = denoiser.loss(x, y, graph) + weight * per_graph.mean() / denoiser.preconditioning.c_out**2
     assert float(denoiser.loss(x, y, graph, bond_weight=weight)) == pytest.approx(float(expected), rel=1e-5)
     assert float(per_graph.min()) > 0
-    # Exact bond lengths cost nothing: x denoised to itself has no bond term.
-    assert float(denoiser.loss(x, x / denoiser.preconditioning.c_skip, graph, bond_weight=weight)) == pytest.approx(
-        float(denoiser.loss(x, x / denoiser.preconditioning.c_skip, graph)), rel=1e-6
-    )
+    # A mirror image has every bond length right but not the bond vectors: the term sees it.
+    mirror = (x * torch.tensor([-1.0, 1.0, 1.0])) / denoiser.preconditioning.c_skip  # xhat = mirrored x
+    bond_term = denoiser.loss(x, mirror, graph, bond_weight=1.0) - denoiser.loss(x, mirror, graph)
+    assert float(bond_term * denoiser.preconditioning.c_out**2) > 0.01  # nm^2
 
 
 def test_score_is_tweedie_without_autograd(denoiser: Denoiser, peptides: dict) -> None:

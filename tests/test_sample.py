@@ -202,6 +202,15 @@ def test_settings_reject_unknown_keys_and_empty_walks():
     assert SampleSettings(steps=10, burn_in=2, save_every=3).samples_per_chain == 2
 
 
+def test_score_clip_is_a_jump_length_in_sigma_units():
+    # 4 sigma is the design's 100 nm^-1 at sigma = 0.04 nm and twice that at half the noise.
+    assert SampleSettings().integrator(0.04).score_clip == pytest.approx(100.0)
+    assert SampleSettings().integrator(0.02).score_clip == pytest.approx(200.0)
+    assert SampleSettings(score_clip_sigmas=None).integrator(0.02).score_clip is None
+    with pytest.raises(ValueError, match="score_clip_sigmas"):
+        SampleSettings(score_clip_sigmas=0.0)
+
+
 def test_bad_inputs_are_named(inputs, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pdb"):
         sample_peptide("AA", tmp_path / "nope.pdb", inputs["model"], tmp_path / "o", chains=1, steps=1)

@@ -129,21 +129,22 @@ class Denoiser(torch.nn.Module):
     def loss(self, x: torch.Tensor, y: torch.Tensor, graph: GraphBatch, bond_weight: float = 0.0) -> torch.Tensor:
         """Scalar training loss, in units of c_out^2.
 
-        ``mean_graphs(mean_atoms |xhat - x|^2) + bond_weight * mean_graphs(mean_bonds (|xhat_i - xhat_j|
-        - |x_i - x_j|)^2)``. The first term is the denoising objective of JAMUN; its minimiser
-        E[x | y] has bonds within ~0.003 nm of their length, but bond errors are a small part of
-        it (the torsional error that no denoiser can remove dominates), so ``bond_weight`` > 0
-        weights the stiff modes up, as the structural violation losses of AlphaFold do
-        (Jumper et al. 2021, suppl. 1.9.11). x, y: (N, 3) nm, centred and aligned by the caller.
+        ``mean_graphs(mean_atoms |xhat - x|^2) + bond_weight * mean_graphs(mean_bonds |(xhat_i - xhat_j)
+        - (x_i - x_j)|^2)``. The first term is JAMUN's denoising objective. Its minimiser E[x | y]
+        has bonds within ~0.003 nm of their length, but bond errors are a small part of it (the
+        torsional error no denoiser can remove dominates); the second term weights the errors of
+        bond vectors up. Being quadratic in xhat too, it keeps E[x | y] as the minimiser (so the
+        score stays Tweedie's), and unlike a bond-length term it is not blind to mirror images.
+        x, y: (N, 3) nm, centred and aligned by the caller.
         """
         check_positions(x, graph)
         xhat = self.xhat(y, graph)
         loss = graph_mean((xhat - x).square().sum(dim=1), graph).mean()
         if bond_weight > 0 and graph.bonds.shape[1] > 0:
             i, j = graph.bonds  # each bond in both directions: the mean is unchanged
-            bond_error = (xhat[i] - xhat[j]).norm(dim=1) - (x[i] - x[j]).norm(dim=1)  # [2 n_bonds]
+            squared_error = ((xhat[i] - xhat[j]) - (x[i] - x[j])).square().sum(dim=1)  # [2 n_bonds]
             bond_graph = graph.batch[i]
-            sums = bond_error.new_zeros(graph.num_graphs).index_add_(0, bond_graph, bond_error.square())
+            sums = squared_error.new_zeros(graph.num_graphs).index_add_(0, bond_graph, squared_error)
             counts = torch.bincount(bond_graph, minlength=graph.num_graphs)
             has_bonds = counts > 0
             loss = loss + bond_weight * (sums[has_bonds] / counts[has_bonds]).mean()

@@ -46,8 +46,9 @@ class SampleSettings:
 
     chains: walkers per peptide. steps: BAOAB steps per chain. burn_in: steps before the first
     saved jump. save_every: save a jump every this many steps after burn-in. friction_per_step:
-    γ·dt. mass: M. dt: step size, None = σ. score_clip: per-atom score-norm limit in nm⁻¹ (None:
-    off). seed: seeds the initial noise, initial velocities and O-step noise.
+    γ·dt. mass: M. dt: step size, None = σ. score_clip_sigmas: cap on each atom's |xhat − y| in units
+    of σ, i.e. on its score norm at score_clip_sigmas / σ nm⁻¹ (None: off); the default 4 is
+    100 nm⁻¹ at σ = 0.04 nm and scales with σ, so that clipping stays rare at any noise level. seed: seeds the initial noise, initial velocities and O-step noise.
     """
 
     chains: int = 32
@@ -57,7 +58,7 @@ class SampleSettings:
     friction_per_step: float = 1.0
     mass: float = 1.0
     dt: float | None = None
-    score_clip: float | None = 100.0
+    score_clip_sigmas: float | None = 4.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,6 +66,9 @@ class SampleSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"sample {name} must be an integer >= {low}, got {value!r}")
+        clip = self.score_clip_sigmas
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+            raise ValueError(f"sample score_clip_sigmas must be a positive number (units of sigma) or null, got {clip!r}")
         if self.samples_per_chain < 1:
             raise ValueError(
                 f"sample steps ({self.steps}) - burn_in ({self.burn_in}) must be >= save_every "
@@ -88,7 +92,8 @@ class SampleSettings:
     def integrator(self, sigma: float) -> BAOAB:
         """The BAOAB integrator for a denoiser trained at noise level ``sigma`` (nm)."""
         return BAOAB(sigma=sigma, dt=self.dt, friction_per_step=self.friction_per_step,
-                     mass=self.mass, score_clip=self.score_clip)
+                     mass=self.mass,
+                     score_clip=None if self.score_clip_sigmas is None else self.score_clip_sigmas / sigma)
 
 
 def initial_positions(x0: Tensor, chains: int, sigma: float, generator: torch.Generator) -> Tensor:
@@ -317,6 +322,7 @@ def sample_peptides(
             "friction_per_step": integrator.friction_per_step,
             "gamma": integrator.gamma,
             "mass": integrator.mass,
+            "score_clip_sigmas": settings.score_clip_sigmas,
             "score_clip": integrator.score_clip,
             "chains": chains,
             "steps": settings.steps,
