@@ -51,7 +51,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "bond_3_sigma_0.02": ({"bond_loss_weight": 3.0, "sigma_nm": 0.02}, {"endpoint_features": 8}),
     "bond_3_sigma_0.015": ({"bond_loss_weight": 3.0, "sigma_nm": 0.015}, {"endpoint_features": 8}),
     "bond_3_sigma_0.01": ({"bond_loss_weight": 3.0, "sigma_nm": 0.01}, {"endpoint_features": 8}),
-    "sigma_0.02": ({"sigma_nm": 0.02}, {"endpoint_features": 8}),
+    "sigma_0.01": ({"sigma_nm": 0.01}, {"endpoint_features": 8}),
 }
 # A decaying schedule must end when the time does: its max_steps is this many steps per wall minute
 # (measured: two 1-thread runs at once on the 2-core machine make ~210 steps/min at batch 32).
