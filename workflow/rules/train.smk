@@ -1,5 +1,7 @@
 # Denoiser training. With train.gpus > 1 one job runs torchrun, which starts one DDP process
-# per GPU (DESIGN.md §8); on CPU it uses the job's threads.
+# per GPU (DESIGN.md §8). On CPU it runs on one thread: the demo model's ops are too small for
+# intra-op threads (2-core machine, 2026-12-03: 127 graphs/s with 1 thread, 75 with 2,
+# benchmarks/train_throughput.py), and the other core is left to MD or sampling jobs.
 
 
 def train_launcher():
@@ -41,7 +43,7 @@ rule train:
         "results/logs/train/train.log",
     benchmark:
         "results/benchmarks/train/train.tsv"
-    threads: workflow.cores
+    threads: workflow.cores if config["train"]["gpus"] > 0 else 1
     resources:
         gpu=config["train"]["gpus"],
         mem_mb=16000,
