@@ -52,31 +52,36 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "bond_3_sigma_0.015": ({"bond_loss_weight": 3.0, "sigma_nm": 0.015}, {"endpoint_features": 8}),
     "bond_3_sigma_0.01": ({"bond_loss_weight": 3.0, "sigma_nm": 0.01}, {"endpoint_features": 8}),
     "sigma_0.01": ({"sigma_nm": 0.01}, {"endpoint_features": 8}),
+    "bond_3_sigma_0.01_cosine": ({"bond_loss_weight": 3.0, "sigma_nm": 0.01, "lr_schedule": "cosine",
+                                  "lr_warmup_steps": 100}, {"endpoint_features": 8}),
+    "bond_3_sigma_0.01_ema_0.999": ({"bond_loss_weight": 3.0, "sigma_nm": 0.01, "ema_decay": 0.999},
+                                    {"endpoint_features": 8}),
 }
 # A decaying schedule must end when the time does: its max_steps is this many steps per wall minute
-# (measured: two 1-thread runs at once on the 2-core machine make ~210 steps/min at batch 32).
+# (measured: two 1-thread runs at once on the 2-core machine made ~210 steps/min at batch 32 on
+# 2026-12-02 and 420-470 on the machine of 2026-12-03; pass --steps-per-minute for yours).
 STEPS_PER_MINUTE = 210
 
 
-def variant_config(base: dict, name: str, minutes: float) -> dict:
+def variant_config(base: dict, name: str, minutes: float, steps_per_minute: float = STEPS_PER_MINUTE) -> dict:
     """The demo train section with variant ``name`` applied, limited to ``minutes``."""
     train_keys, model_keys = VARIANTS[name]
     cfg = copy.deepcopy(base)
     cfg.update(train_keys)
     cfg["model"].update(model_keys)
     decays = cfg.get("lr_schedule", "constant") != "constant"
-    cfg.update(max_minutes=minutes, max_steps=int(STEPS_PER_MINUTE * minutes) if decays else 10**7)
+    cfg.update(max_minutes=minutes, max_steps=int(steps_per_minute * minutes) if decays else 10**7)
     return cfg
 
 
 def run_variant(name: str, base: dict, validation_md: list[Path], minutes: float, threads: int,
-                keep: Path | None) -> dict:
+                keep: Path | None, steps_per_minute: float = STEPS_PER_MINUTE) -> dict:
     """Train one variant (in ``keep``/name, else a temporary folder); its selected sample check and
     final losses."""
     with tempfile.TemporaryDirectory() as tmp:
         out = keep / name if keep else Path(tmp)
-        summary = train(ROOT / "results" / "shards", out, variant_config(base, name, minutes), threads=threads,
-                        validation_md=validation_md)  # fmt: skip
+        cfg = variant_config(base, name, minutes, steps_per_minute)
+        summary = train(ROOT / "results" / "shards", out, cfg, threads=threads, validation_md=validation_md)
     check = summary.get("selected_sample_check") or {}
     mean = check.get("mean", check)
     return {
@@ -97,6 +102,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "training_choices.csv")
     parser.add_argument("--keep", type=Path, default=None, help="keep each variant's outputs in KEEP/<variant>")
+    parser.add_argument("--steps-per-minute", type=float, default=STEPS_PER_MINUTE,
+                        help="training steps per wall minute, for the length of decaying LR schedules")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
     args = parser.parse_args()
     if args.list or not args.variants:
@@ -109,7 +116,8 @@ def main() -> None:
     roles = PeptideRoles.from_config(config["peptides"])
     validation_md = [ROOT / "results" / "md" / p for p in roles.val]
     for name in args.variants:
-        row = run_variant(name, config["train"], validation_md, args.minutes, args.threads, args.keep)
+        row = run_variant(name, config["train"], validation_md, args.minutes, args.threads, args.keep,
+                          args.steps_per_minute)
         print("\t".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame([row]).to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
