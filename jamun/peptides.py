@@ -167,17 +167,18 @@ def peptide_model(sequence: str) -> app.Modeller:
     graph, so amber99sbildn picks its HID template from the hydrogens present.
     """
     seq = validate_sequence(sequence)
-    # Reference platform: pdbfixer minimizes the atoms it adds, and the threaded CPU platform
-    # would make the result differ from run to run.
-    fixer = PDBFixer(pdbfile=io.StringIO(_skeleton_pdb(seq)),
-                     platform=openmm.Platform.getPlatformByName("Reference"))
+    # Reference platform: pdbfixer and Modeller.addHydrogens minimize the atoms they add, and the
+    # threaded CPU platform makes the result differ from run to run (by ~1e-7 nm, which the final
+    # minimization amplifies to ~0.01 nm).
+    reference = openmm.Platform.getPlatformByName("Reference")
+    fixer = PDBFixer(pdbfile=io.StringIO(_skeleton_pdb(seq)), platform=reference)
     fixer.missingResidues = {}  # the skeleton is complete; only side-chain atoms are missing
     fixer.findMissingAtoms()
     fixer.addMissingAtoms(seed=1)
     modeller = app.Modeller(fixer.topology, fixer.positions)
     # Modeller directly (not fixer.addMissingHydrogens), so nothing is ever looked up online.
     with seeded_random(0):
-        modeller.addHydrogens(pH=7.0)
+        modeller.addHydrogens(pH=7.0, platform=reference)
     return modeller
 
 
