@@ -1,4 +1,4 @@
-"""GPU forward throughput of the paper-size denoiser (8.2M parameters), fp32 and bf16 autocast.
+"""GPU forward throughput of the paper-size denoiser (8.2M parameters): fp32, TF32 and bf16 autocast.
 
 Capped ALA-ALA heavy atoms (15 per graph, sigma = 0.04 nm noise), batches of 64 / 256 / 1024 /
 4096 graphs, xhat under ``torch.no_grad`` including graph construction (radius graph: torch_cluster
@@ -28,6 +28,7 @@ from denoiser_throughput import C, SIGMA, SIZES, noisy_batch, peptide_structure 
 
 def microseconds_per_graph(denoiser: Denoiser, graph, y: torch.Tensor, dtype: str, repeats: int) -> float:
     """CUDA-event timing of ``repeats`` forward passes after two warm-up passes."""
+    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"  # fp32 means fp32
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
     with torch.no_grad(), autocast:
         for _ in range(2):
@@ -45,7 +46,8 @@ def microseconds_per_graph(denoiser: Denoiser, graph, y: torch.Tensor, dtype: st
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 256, 1024, 4096])
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "tf32", "bf16"],
+                        choices=["fp32", "tf32", "bf16"])
     parser.add_argument("--peptide", default="AA")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", type=Path, help="also write the rows here (tsv)")
@@ -54,7 +56,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("gpu_denoiser.py needs a CUDA device; torch.cuda.is_available() is False")
 
     torch.manual_seed(0)
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
     with tempfile.TemporaryDirectory() as folder:
         features, positions = peptide_structure(args.peptide, Path(folder))
     denoiser = Denoiser({"sigma_nm": SIGMA, **SIZES["paper"]}, C).cuda().eval()

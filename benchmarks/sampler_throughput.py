@@ -148,7 +148,9 @@ def run(argv: list[str] | None = None, *, default_chains=(1, 8, 32, 128, 512), d
     parser.add_argument("--min-steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--csv", type=Path, default=None)
+    parser.add_argument("--tf32", action="store_true", help="CUDA matrix products in TF32 (forward and sampler)")
     args = parser.parse_args(argv)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -161,7 +163,8 @@ def run(argv: list[str] | None = None, *, default_chains=(1, 8, 32, 128, 512), d
                                 min_steps=args.min_steps, device=args.device, workdir=workdir))
             print(f"chains {chains}: {rows[-1]['sampler_samples_per_s']:.1f} samples/s", file=sys.stderr)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print_table(rows, f"{args.size} model on ALA-ALA, {name}, torch {torch.__version__}")
+    precision = "TF32" if args.tf32 else "fp32"
+    print_table(rows, f"{args.size} model on ALA-ALA, {name}, {precision}, torch {torch.__version__}")
     if args.csv is not None:
         with args.csv.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

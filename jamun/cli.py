@@ -103,22 +103,37 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from jamun.peptides import validate_sequence
-    from jamun.sampling import sample_peptide
+    from jamun.sampling import SampleTarget, sample_peptides
 
-    sequence = validate_sequence(args.peptide)
+    sequences = [validate_sequence(p) for p in args.peptide]
+    if len(sequences) > 1 and (args.system or args.init):
+        raise ValueError("--system and --init name one peptide's files; pass one peptide with them, "
+                         f"not {len(sequences)} ({' '.join(sequences)})")
     sample_cfg = load_section(args, "sample")
     overrides = {"chains": args.chains, "steps": args.steps, "seed": args.seed}
     sample_cfg = {**sample_cfg, **{k: v for k, v in overrides.items() if v is not None}}
-    system_pdb = Path(args.system) if args.system else Path(args.md_root) / sequence / "system.pdb"
-    sample_peptide(
-        sequence,
-        system_pdb,
-        Path(args.model),
-        Path(args.output),
-        init_trajectory=Path(args.init) if args.init else None,
-        device=args.device,
-        **sample_cfg,
-    )
+    output = Path(args.output)
+    targets = [
+        SampleTarget(
+            sequence,
+            Path(args.system) if args.system else Path(args.md_root) / sequence / "system.pdb",
+            output if len(sequences) == 1 else output / sequence,
+            Path(args.init) if args.init else None,
+        )
+        for sequence in sequences
+    ]
+    sample_peptides(targets, args.model, device=args.device, **sample_cfg)
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from jamun.model import pretrained
+
+    registry = pretrained.shipped_models(pretrained.PRETRAINED_DIR)
+    if not registry["models"]:
+        print("no shipped models in this installation")
+    for name, entry in registry["models"].items():
+        marker = f" ({pretrained.DEFAULT_NAME})" if name == registry["default"] else ""
+        print(f"{name}{marker}: {entry['summary']} [card: {pretrained.PRETRAINED_DIR / entry['card']}]")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -198,10 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "train.sample_check.every set, short walk-jump runs on them choose model.ckpt")
     _add_config_options(p)
 
-    p = add("sample", cmd_sample, "walk-jump sample a peptide from its sequence alone")
-    p.add_argument("peptide")
-    p.add_argument("--model", required=True, help="checkpoint, e.g. results/train/model.ckpt")
-    p.add_argument("-o", "--output", required=True, help="e.g. results/samples/GN")
+    p = add("sample", cmd_sample, "walk-jump sample peptides from their sequences alone (several: one batch)")
+    p.add_argument("peptide", nargs="+", help="one or more one-letter sequences; several share one batch of chains")
+    p.add_argument("--model", required=True,
+                   help="checkpoint file, or a shipped model name ('pretrained' = the default shipped model; "
+                        "`jamun models` lists them)")
+    p.add_argument("-o", "--output", required=True,
+                   help="the peptide's folder, e.g. results/samples/GN; with several peptides the folder that "
+                        "holds one subfolder per peptide")
     p.add_argument("--system", default=None, help="built structure (default: MD_ROOT/<peptide>/system.pdb)")
     p.add_argument("--md-root", default="results/md")
     p.add_argument("--init", default=None, help="start chains from frames of this trajectory instead")
@@ -210,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
     _add_config_options(p)
+
+    add("models", cmd_models, "list the models shipped with this installation (for sample --model)")
 
     p = add("evaluate", cmd_evaluate, "compare a peptide's samples with its reference MD")
     p.add_argument("peptide")

@@ -304,6 +304,9 @@ class _Trainer:
             "wall_seconds": wall, "resumed_from_steps": self.resumed_from,
             "device": torch.cuda.get_device_name(self.ctx.device) if self.ctx.device.type == "cuda" else "cpu",
             "threads": torch.get_num_threads(), "versions": package_versions(),
+            "process_group": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+            "peak_gpu_memory_gib": (torch.cuda.max_memory_allocated(self.ctx.device) / 2**30
+                                    if self.ctx.device.type == "cuda" else None),
             "selected_step": selected, "selected_by": "sample_error" if self.best else "last",
             "selected_sample_check": next((c for c in self.sample_checks if c["step"] == selected), None),
             "sample_checks": self.sample_checks,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 JAMUN = str(Path(sys.executable).with_name("jamun"))
-STAGES = ["build", "simulate", "shard", "train", "sample", "evaluate", "summarize", "provenance"]
+STAGES = ["build", "simulate", "shard", "train", "sample", "models", "evaluate", "summarize", "provenance"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

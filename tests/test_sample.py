@@ -224,3 +224,24 @@ def test_bad_inputs_are_named(inputs, tmp_path):
         sample_peptide("AA", inputs["AA"], inputs["model"], tmp_path / "o", init_trajectory=tmp_path / "bad.xtc",
                        chains=1, steps=1)
     assert not (tmp_path / "o" / "samples.xtc").exists()
+
+
+def test_cli_samples_several_peptides_in_one_batch(inputs, tmp_path):
+    """`jamun sample AA GN -o ROOT` writes ROOT/AA and ROOT/GN, identical to one sample_peptides batch."""
+    from jamun.cli import main
+
+    md_root = tmp_path / "md"
+    for peptide in ("AA", "GN"):
+        (md_root / peptide).mkdir(parents=True)
+        (md_root / peptide / "system.pdb").write_bytes(inputs[peptide].read_bytes())
+    settings = json.dumps({"chains": 2, "steps": 4, "seed": 3})
+    assert main(["sample", "AA", "GN", "--model", str(inputs["model"]), "-o", str(tmp_path / "cli"),
+                 "--md-root", str(md_root), "--device", "cpu", "--settings", settings]) == 0
+    targets = [SampleTarget(p, inputs[p], tmp_path / "api" / p) for p in ("AA", "GN")]
+    sample_peptides(targets, inputs["model"], device="cpu", progress=False, chains=2, steps=4, seed=3)
+    for peptide in ("AA", "GN"):
+        cli, api = read_xtc(tmp_path / "cli" / peptide / "samples.xtc"), read_xtc(tmp_path / "api" / peptide / "samples.xtc")
+        np.testing.assert_array_equal(cli[0], api[0])
+        assert json.loads((tmp_path / "cli" / peptide / "sample.json").read_text())["sequence"] == peptide
+    assert main(["sample", "AA", "GN", "--model", str(inputs["model"]), "-o", str(tmp_path / "bad"),
+                 "--system", str(inputs["AA"])]) == 2

@@ -4,6 +4,7 @@ from jamun.model.checkpoint import load, read_checkpoint, save
 from jamun.model.denoiser import MODEL_DEFAULTS, Denoiser, model_config
 from jamun.model.network import EquivariantNetwork
 from jamun.model.precondition import Preconditioning
+from jamun.model.pretrained import resolve_model
 
 __all__ = [
     "MODEL_DEFAULTS",
@@ -13,5 +14,6 @@ __all__ = [
     "load",
     "model_config",
     "read_checkpoint",
+    "resolve_model",
     "save",
 ]

@@ -2,7 +2,8 @@
 
 A checkpoint is ``torch.save`` of a dict with keys ``model_config``, ``C``, ``state_dict`` and any
 extras (training state); it holds only plain Python values and tensors, so it loads with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``. Shipped models may store their weights as float16
+(:func:`jamun.model.pretrained.register_model`); reading casts them back to float32.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def save(denoiser: Denoiser, path: Path | str, **extra) -> Path:
 
 
 def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
-    """The checkpoint dict (model entries and extras), loaded with ``weights_only=True``."""
+    """The checkpoint dict (model entries and extras), loaded with ``weights_only=True``.
+
+    Floating-point tensors of its ``state_dict`` are returned as float32, the model's dtype.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -51,6 +55,9 @@ def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint {path} lacks keys {missing}; a model checkpoint has {REQUIRED_KEYS}")
+    checkpoint["state_dict"] = {
+        key: value.float() if value.is_floating_point() else value for key, value in checkpoint["state_dict"].items()
+    }
     return checkpoint
 
 

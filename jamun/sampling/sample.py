@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 import jamun.model
 from jamun.data.graph import TopologyFeatures, batch_graphs, topology_features
+from jamun.model.pretrained import file_sha256, resolve_model
 from jamun.peptides import residue_label, validate_sequence
 from jamun.provenance import package_versions
 from jamun.sampling.baoab import BAOAB, NonFiniteChainError
@@ -244,7 +245,8 @@ def sample_peptides(
     Parameters
     ----------
     targets: peptides to sample with their system.pdb and output folder (distinct folders).
-    model_path: a checkpoint written by ``jamun.model.save``.
+    model_path: a checkpoint written by ``jamun.model.save``, or a shipped model's name
+        (``pretrained`` = the default one; see ``jamun.model.resolve_model``).
     device: "auto" (cuda if available), "cpu", "cuda", "cuda:N".
     progress: show a tqdm bar (samples/s) on stderr.
     **sample_cfg: the ``sample:`` config keys (``SampleSettings``).
@@ -264,11 +266,10 @@ def sample_peptides(
         raise ValueError("sample_peptides needs at least one target")
     if len({t.out_dir.resolve() for t in targets}) != len(targets):
         raise ValueError(f"sample targets must have distinct out_dir, got {[str(t.out_dir) for t in targets]}")
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"model checkpoint {model_path} does not exist")
+    model_file = resolve_model(model_path)
     torch_device = _resolve_device(device)
-    denoiser = jamun.model.load(model_path, map_location=torch_device).eval()
+    denoiser = jamun.model.load(model_file, map_location=torch_device).eval()
+    model_sha256 = file_sha256(model_file)
     loaded = [_load_system(t) for t in targets]
 
     work_dirs = [t.out_dir / WORK_DIR for t in targets]
@@ -314,6 +315,8 @@ def sample_peptides(
             "sequence": target.sequence,
             "residues": residue_label(target.sequence),
             "model": str(model_path),
+            "model_file": str(model_file),
+            "model_sha256": model_sha256,
             "system_pdb": str(target.system_pdb),
             "init": "minimized system.pdb" if target.init_trajectory is None else str(target.init_trajectory),
             "n_atoms": int(len(features.heavy_atom_indices)),

@@ -42,7 +42,8 @@ def in_launched_group() -> bool:
 def setup(gpus: int) -> Context:
     """Pick the device (cuda:LOCAL_RANK when ``gpus`` > 0) and join the process group if launched.
 
-    Backend: nccl on CUDA, gloo on CPU.
+    Backend: nccl on CUDA, gloo on CPU. A torchrun launch joins its group even as a single
+    process, so that one-GPU runs start NCCL exactly as multi-GPU jobs do.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -54,13 +55,13 @@ def setup(gpus: int) -> Context:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
+    if (world_size > 1 or in_launched_group()) and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Context(rank=rank, world_size=world_size, device=device)
 
 
 def teardown(ctx: Context) -> None:
-    if ctx.world_size > 1 and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
