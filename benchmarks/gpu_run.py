@@ -8,20 +8,19 @@ Two steps:
              (``md/<pep>/{system.pdb, traj.xtc, topology.pdb}``) for the sample checks.
 ``run``      (on the GPU machine, or on CPU as a rehearsal) does, against one deadline:
 
-1. the throughput benchmarks (``gpu_denoiser.py``, ``gpu_sampler.py``; CUDA only);
-2. reference and replicate MD of the config's test peptides on the spare CPU cores (``jamun build``,
+1. reference and replicate MD of the config's test peptides on the spare CPU cores (``jamun build``,
    ``jamun simulate``), in the background;
-3. every training variant of ``--variants`` at once (``torchrun`` with one process each, so that the
+2. every training variant of ``--variants`` at once (``torchrun`` with one process each, so that the
    CUDA path starts NCCL as multi-GPU jobs do), each for the minutes that remain;
-4. ``jamun sample`` of every test peptide with every trained model;
-5. ``jamun evaluate`` of every (variant, peptide) and ``jamun summarize`` per variant.
+3. ``jamun sample`` of all test peptides in one batch per trained model;
+4. the throughput benchmarks (``gpu_denoiser.py``, ``gpu_sampler.py``; CUDA only) on the GPU while
+   ``jamun evaluate`` of every (variant, peptide) and ``jamun summarize`` per variant use the CPUs.
 
 What it returns fits the device tool's limits (at most 8 files, 16 MiB each): ``<variant>.ckpt``
 per variant, ``results.tar.gz`` (train.json, metrics.csv, loss.png, sample.json, evaluation
-outputs without samples, benchmark tables, logs), ``test_md.tar`` (the test peptides' MD) and
-``samples.tar`` (samples of ``--keep-samples`` peptides of the variant with the best validation
-sample check). Models are written to the output folder as soon as training ends, so a run stopped
-later still returns them.
+outputs without samples, benchmark tables, logs) and ``test_md_<k>.tar`` (the test peptides' MD,
+split to stay under the size limit). Models are written to the output folder as soon as training
+ends, so a run stopped later still returns them.
 
     python benchmarks/gpu_run.py payload --results results -o .gpu_payload
     python benchmarks/gpu_run.py run --payload .gpu_payload --out OUT --deadline-minutes 9
@@ -46,6 +45,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 VAL_MD_FILES = ("system.pdb", "traj.xtc", "topology.pdb")
+HEADLINE = ("peptide", "valid", "l_chirality_ok", "chains_left_molecule", "jamun.jsd_rama_mean",
+            "md_equal_time.jsd_rama_mean", "replicate_floor.jsd_rama_mean")
 
 
 def log(message: str) -> None:
@@ -218,19 +219,29 @@ class Run:
                 self.jamun("summarize", *metrics, "-o", str(self.work / f"summary_{name}"), log_name=f"summarize_{name}.log")
                 table = self.work / f"summary_{name}" / "metrics.csv"
                 if table.is_file():
-                    log(f"{name}:\n{table.read_text()}")
+                    import pandas as pd
 
-    def best_variant(self) -> str | None:
-        """The variant whose selected validation sample check has the lowest sample_error."""
-        scores = {}
-        for name in self.variants:
-            summary = self.work / f"train_{name}" / "train.json"
-            if summary.is_file():
-                check = json.loads(summary.read_text()).get("selected_sample_check") or {}
-                scores[name] = check.get("mean", {}).get("sample_error", float("inf"))
-        return min(scores, key=scores.get) if scores else None
+                    log(f"{name}:\n{pd.read_csv(table)[list(HEADLINE)].to_string(index=False)}")
 
     # ---- returning files ---------------------------------------------------------------------
+    def pack_md(self, limit: int = 15 * 2**20) -> None:
+        """The test MD as ``test_md_<k>.tar``, whole peptides per tar, each below ``limit`` bytes."""
+        folders = sorted(p for p in (self.work / "md").glob("*") if p.is_dir())
+        batches: list[list[Path]] = [[]]
+        size = 0
+        for folder in folders:
+            files = [f for f in sorted(folder.rglob("*")) if f.is_file() and ".work" not in f.parts]
+            folder_size = sum(f.stat().st_size for f in files)
+            if batches[-1] and size + folder_size > limit:
+                batches.append([])
+                size = 0
+            batches[-1].extend(files)
+            size += folder_size
+        for k, files in enumerate(b for b in batches if b):
+            with tarfile.open(self.out / f"test_md_{k}.tar", "w") as tar:
+                for path in files:
+                    tar.add(path, arcname=str(path.relative_to(self.work)))
+
     def pack(self) -> None:
         keep = ("train.json", "metrics.csv", "loss.png", "sample.json", "metrics.json", "ramachandran.png",
                 "jsd_vs_time.png", "summary.png", "md.json")
@@ -241,19 +252,7 @@ class Run:
                     continue
                 if path.is_file() and (path.name in keep or relative.parts[0] in ("bench", "logs")):
                     tar.add(path, arcname=str(relative))
-        md = self.work / "md"
-        if md.is_dir():
-            with tarfile.open(self.out / "test_md.tar", "w") as tar:
-                for path in sorted(md.rglob("*")):
-                    if path.is_file() and ".work" not in path.parts:
-                        tar.add(path, arcname=str(path.relative_to(self.work)))
-        best = self.best_variant()
-        if best and self.args.keep_samples:
-            with tarfile.open(self.out / "samples.tar", "w") as tar:
-                for peptide in self.args.keep_samples:
-                    folder = self.work / f"samples_{best}" / peptide
-                    if folder.is_dir():
-                        tar.add(folder, arcname=f"samples_{best}/{peptide}")
+        self.pack_md()
         for path in sorted(self.out.iterdir()):
             log(f"returned {path.name}: {path.stat().st_size / 2**20:.2f} MiB")
 
@@ -264,16 +263,19 @@ def run(args: argparse.Namespace) -> None:
         f"deadline {args.deadline_minutes} min")
     try:
         md_jobs = state.start_md()
-        if args.device == "cuda" and args.bench:
-            state.benchmarks()
         state.train_all()
-        for job in md_jobs:
-            try:
-                log(job.result(timeout=max(1.0, 60 * (state.minutes_left() - 1.5))))
-            except concurrent.futures.TimeoutError:
-                log("test MD still running: evaluation skips the peptides without it")
         state.sample_all()
-        state.evaluate_all()
+        # Benchmarks take the GPU while evaluation takes the CPU cores.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            bench = pool.submit(state.benchmarks) if args.device == "cuda" and args.bench else None
+            for job in md_jobs:
+                try:
+                    log(job.result(timeout=max(1.0, 60 * (state.minutes_left() - 1.0))))
+                except concurrent.futures.TimeoutError:
+                    log("test MD still running: evaluation skips the peptides without it")
+            state.evaluate_all()
+            if bench is not None:
+                bench.result()
     finally:
         state.pack()
         log(f"done after {(time.monotonic() - state.started) / 60:.1f} min")
@@ -295,15 +297,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/gpu_run"))
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--deadline-minutes", type=float, default=9.0, help="everything ends by then")
-    p.add_argument("--reserve-minutes", type=float, default=2.5,
+    p.add_argument("--reserve-minutes", type=float, default=2.7,
                    help="left after training for sampling, evaluation and packing")
     p.add_argument("--no-bench", dest="bench", action="store_false")
-    p.add_argument("--bench-seconds", type=float, default=60.0, help="time limit per benchmark script")
+    p.add_argument("--bench-seconds", type=float, default=40.0, help="time limit per benchmark script")
     p.add_argument("--md-workers", type=int, default=max(1, (os.cpu_count() or 2) - 3))
     p.add_argument("--peptides", nargs="+", default=None, help="test peptides (default: the config's test list)")
     p.add_argument("--test-md-ns", type=float, default=None, help="shorter test and replicate MD (rehearsals)")
-    p.add_argument("--keep-samples", nargs="*", default=["GN", "ET", "FA"],
-                   help="peptides whose samples of the best variant are returned")
     p.set_defaults(func=run)
     args = parser.parse_args(argv)
     args.func(args)

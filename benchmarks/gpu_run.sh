@@ -20,6 +20,6 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
     "$PYTHON" -c "import torch, e3nn, openmm, mdtraj; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'e3nn', e3nn.__version__, 'openmm', openmm.__version__, 'mdtraj', mdtraj.__version__)"
     nproc
-} 2>&1 | tee "$OUT/environment.txt"
-# shellcheck disable=SC2086  # GPU_RUN_ARGS is a list of options
-"$PYTHON" benchmarks/gpu_run.py run --out "$OUT" ${GPU_RUN_ARGS:-} 2>&1 | tee "$OUT/gpu_run.log"
+    # shellcheck disable=SC2086  # GPU_RUN_ARGS is a list of options
+    "$PYTHON" benchmarks/gpu_run.py run --out "$OUT" ${GPU_RUN_ARGS:-}
+} 2>&1 | tee "$OUT/gpu_run.log"

@@ -159,6 +159,19 @@ def cmd_summarize(args: argparse.Namespace) -> None:
     summarize([Path(m) for m in args.metrics], Path(args.output))
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from jamun.analysis.compare import ModelSource, compare
+    from jamun.peptides import validate_sequence
+
+    peptides = [validate_sequence(p) for p in args.peptides]
+    models = []
+    for values in args.model:
+        if len(values) not in (2, 3):
+            raise ValueError(f"--model takes CHECKPOINT EVALUATION [NAME], got {values}")
+        models.append(ModelSource(values[0], Path(values[1]), values[2] if len(values) == 3 else None))
+    compare(models, peptides, Path(args.output))
+
+
 def cmd_provenance(args: argparse.Namespace) -> None:
     from jamun.provenance import write_provenance
 
@@ -242,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("summarize", cmd_summarize, "gather per-peptide metrics into one table and figure")
     p.add_argument("metrics", nargs="+", help="metrics.json files")
+    p.add_argument("-o", "--output", required=True, help="e.g. results/summary")
+
+    p = add("compare", cmd_compare, "compare models on the same peptides -> OUTPUT/models.{csv,png}")
+    p.add_argument("--model", action="append", nargs="+", required=True, metavar="ARG",
+                   help="CHECKPOINT EVALUATION [NAME], once per model: a checkpoint file or shipped model name "
+                        "(its training record labels the model), the folder with <peptide>/metrics.json of its "
+                        "samples, and the name shown (default: shipped model '<name>' or model <file>)")
+    p.add_argument("--peptides", nargs="+", required=True, help="peptides evaluated with every model")
     p.add_argument("-o", "--output", required=True, help="e.g. results/summary")
 
     p = add("provenance", cmd_provenance, "write the config and package versions for the report")

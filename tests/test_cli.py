@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 JAMUN = str(Path(sys.executable).with_name("jamun"))
-STAGES = ["build", "simulate", "shard", "train", "sample", "models", "evaluate", "summarize", "provenance"]
+STAGES = ["build", "simulate", "shard", "train", "sample", "models", "evaluate", "summarize", "compare",
+          "provenance"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

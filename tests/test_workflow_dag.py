@@ -35,6 +35,22 @@ def test_whole_dag(config, held_out, training, evaluated_training):
     assert jobs["simulate_replicate"] == evaluated
     assert jobs["train"] == 1 and jobs["summarize"] == 1
     assert jobs["simulate"] == training + held_out
+    # pretrained_model: the held-out peptides, and only they, are sampled with the shipped model too.
+    assert jobs["sample_pretrained"] == jobs["evaluate_pretrained"] == held_out
+    assert jobs["compare_models"] == 1
+
+
+def test_pretrained_model_null_adds_no_job(tmp_path):
+    off = tmp_path / "off.yaml"
+    off.write_text("pretrained_model: null\n")
+    jobs = dry_run("--forceall", "--configfile", "config/ci.yaml", str(off))
+    assert not {"sample_pretrained", "evaluate_pretrained", "compare_models"} & set(jobs)
+    assert jobs["sample"] == 2 and jobs["summarize"] == 1
+    # paper.yaml turns it off
+    result = subprocess.run([SNAKEMAKE, "-n", "--forceall", "--cores", "2", "--configfile", "config/paper.yaml"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "pretrained" not in result.stdout and "compare_models" not in result.stdout
 
 
 def test_sampling_any_peptide_needs_no_md_of_it():

@@ -1,9 +1,12 @@
 """Real Snakemake runs of the tiny CI configuration, in a copy of the workflow.
 
 One module-scoped run of ``config/ci.yaml`` end to end (MD, shards, training, sampling,
-evaluation, report), then properties of the rerun logic: a second run has nothing to do, a
-sampler setting reruns only sampling and what follows, deleting one peptide's samples reruns only
-that peptide. Interrupted MD and training jobs resume with ``--rerun-incomplete``.
+evaluation, the shipped-model comparison, report), then properties of the rerun logic: a second
+run has nothing to do, a sampler setting reruns only sampling and what follows, deleting one
+peptide's samples reruns only that peptide, a changed shipped model reruns only its own sampling
+and what follows. Interrupted MD and training jobs resume with ``--rerun-incomplete``.
+The shipped model's stand-in is a tiny checkpoint file (``pretrained_model`` set to its path), so
+the run needs no model in the package.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import time
 from pathlib import Path
 
 import mdtraj
+import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import copy_workflow_to
 
@@ -51,9 +56,27 @@ def write_config(workdir: Path, name: str, edit) -> str:
     return f"config/{name}"
 
 
+SHIPPED_RECORD = {"device": "NVIDIA H200", "wall_seconds": 300.0, "steps": 1000, "selected_step": 1000,
+                  "n_parameters": 4166, "sigma_nm": 0.01, "train_peptides": ["ET"], "val_peptides": []}
+
+
+def tiny_checkpoint(path: Path, seed: int) -> Path:
+    """An untrained tiny denoiser with a GPU training record, standing in for a shipped model."""
+    import jamun.model
+
+    torch.manual_seed(seed)
+    config = {"sigma_nm": 0.01, "hidden_irreps": "8x0e + 2x1e", "num_layers": 2, "radial_hidden": 8,
+              "num_radial": 4}
+    return jamun.model.save(jamun.model.Denoiser(config, C=0.3), path, train=SHIPPED_RECORD)
+
+
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory) -> Path:
     workdir = copy_workflow_to(tmp_path_factory.mktemp("ci_workflow"))
+    shipped = tiny_checkpoint(workdir.parent / "shipped.ckpt", seed=0)
+    config = yaml.safe_load((workdir / "config/ci.yaml").read_text())
+    config["pretrained_model"] = str(shipped)
+    (workdir / "config/ci.yaml").write_text(yaml.safe_dump(config))
     snakemake(workdir, "--configfile", "config/ci.yaml")
     return workdir
 
@@ -64,8 +87,19 @@ def test_ci_workflow_produces_every_output(ci_run):
             assert (ci_run / "results/evaluate" / peptide / name).stat().st_size > 0
     for name in ("model.ckpt", "metrics.csv", "loss.png", "train.json"):
         assert (ci_run / "results/train" / name).is_file()
-    for name in ("metrics.csv", "summary.png", "provenance.txt"):
+    for name in ("metrics.csv", "summary.png", "provenance.txt", "models.csv", "models.png"):
         assert (ci_run / "results/summary" / name).is_file()
+    # The held-out GN, and only it, is sampled and evaluated with the shipped model too.
+    for name in ("metrics.json", "ramachandran.png", "jsd_vs_time.png", "msm.png", "its.png"):
+        assert (ci_run / "results/pretrained/evaluate/GN" / name).stat().st_size > 0
+    assert not (ci_run / "results/pretrained/samples/AA").exists()
+    models = pd.read_csv(ci_run / "results/summary/models.csv")
+    assert list(models["peptide"]) == ["GN", "GN"]
+    assert models["label"][0].startswith("workflow model: cpu, ")
+    assert models["label"][1].startswith("model ") and models["label"][1].endswith(
+        ": NVIDIA H200, 5.0 min, 1,000 steps, 4,166 params, σ 0.01 nm")
+    workflow_metrics = yaml.safe_load((ci_run / "results/evaluate/GN/metrics.json").read_text())
+    assert models["jamun.jsd_rama_mean"][0] == pytest.approx(workflow_metrics["jamun"]["jsd_rama_mean"])
     md = yaml.safe_load((ci_run / "results/md/GN/md.json").read_text())
     traj = mdtraj.load(ci_run / "results/md/GN/traj.xtc", top=ci_run / "results/md/GN/topology.pdb")
     assert traj.n_frames == md["n_frames"] == 40
@@ -75,6 +109,7 @@ def test_report_is_written(ci_run):
     snakemake(ci_run, "--configfile", "config/ci.yaml", "--report", "report.html")
     html = (ci_run / "report.html").read_text(errors="ignore")
     assert "ramachandran.png" in html and "loss.png" in html
+    assert "models.png" in html and "Ramachandran (shipped model)" in html
 
 
 def test_second_run_has_nothing_to_do(ci_run):
@@ -82,20 +117,33 @@ def test_second_run_has_nothing_to_do(ci_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_changed_shipped_model_reruns_only_its_sampling_and_after(ci_run):
+    shipped = Path(yaml.safe_load((ci_run / "config/ci.yaml").read_text())["pretrained_model"])
+    original = shipped.read_bytes()
+    try:
+        tiny_checkpoint(shipped, seed=1)  # same path, other weights: only its sha256 tells
+        jobs = planned_jobs(snakemake(ci_run, "-n", "--configfile", "config/ci.yaml"))
+    finally:
+        shipped.write_bytes(original)
+    assert jobs == {"sample_pretrained": 1, "evaluate_pretrained": 1, "compare_models": 1, "all": 1}
+
+
 def test_sampler_setting_reruns_only_sampling_and_after(ci_run):
     config = write_config(ci_run, "ci_chains.yaml", lambda c: c["sample"].update(chains=6))
     jobs = planned_jobs(snakemake(ci_run, "-n", "--configfile", config))
-    assert set(jobs) == {"sample", "evaluate", "summarize", "all"}
-    assert jobs["sample"] == 2 and jobs["evaluate"] == 2
+    assert set(jobs) == {"sample", "evaluate", "summarize", "sample_pretrained", "evaluate_pretrained",
+                         "compare_models", "all"}
+    assert jobs["sample"] == 2 and jobs["evaluate"] == 2 and jobs["sample_pretrained"] == 1
 
 
 def test_deleting_one_peptides_samples_reruns_only_that_peptide(ci_run):
     shutil.rmtree(ci_run / "results/samples/GN")
     result = snakemake(ci_run, "-n", "-p", "--configfile", "config/ci.yaml")
     jobs = planned_jobs(result)
-    assert jobs == {"sample": 1, "evaluate": 1, "summarize": 1, "all": 1}
+    assert jobs == {"sample": 1, "evaluate": 1, "summarize": 1, "compare_models": 1, "all": 1}
     assert "jamun sample GN" in result.stdout and "jamun evaluate GN" in result.stdout
     assert "jamun sample AA" not in result.stdout and "jamun evaluate AA" not in result.stdout
+
 
 
 def run_until(workdir: Path, args: list[str], marker: Path, timeout: float = 240) -> None:

@@ -185,3 +185,68 @@ def summary(table: pd.DataFrame, path: Path | str, *, metrics: Sequence[str],
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def model_comparison(table: pd.DataFrame, path: Path | str, *, valid_target: float = 0.95) -> Path:
+    """Models side by side per peptide. Top: JAMUN's mean Ramachandran JSD, one bar per model
+    (bootstrap CI as error bars, hatched where the model was trained on the peptide), with that
+    model's MD of equal wall time (black bar) and replicate floor (grey dotted bar) as markers.
+    Bottom: valid fraction per model, dashed line at `valid_target`. The legend holds the labels.
+
+    table: one row per (model, peptide) with columns "model", "label", "peptide", "valid",
+    "jamun.jsd_rama_mean", "md_equal_time.jsd_rama_mean", "replicate_floor.jsd_rama_mean" and
+    optionally "jamun_ci_low/high.jsd_rama_mean", "seen_in_training".
+    """
+    peptides = list(dict.fromkeys(table["peptide"]))
+    models = list(dict.fromkeys(table["model"]))
+    x = np.arange(len(peptides))
+    width = 0.8 / len(models)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(5.0, 1.6 * len(peptides) + 2), 6.2),
+                                      sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def values(rows: pd.DataFrame, column: str) -> np.ndarray:
+        if column not in rows:
+            return np.full(len(rows), np.nan)
+        return pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float)
+
+    for k, model in enumerate(models):
+        rows = table[table["model"] == model].set_index("peptide").reindex(peptides)
+        at = x + (k - (len(models) - 1) / 2) * width
+        colour = colours[k % len(colours)]
+        jsd = values(rows, "jamun.jsd_rama_mean")
+        low, high = values(rows, "jamun_ci_low.jsd_rama_mean"), values(rows, "jamun_ci_high.jsd_rama_mean")
+        err = None
+        if np.isfinite(low).any() and np.isfinite(high).any():
+            err = np.clip(np.nan_to_num(np.vstack([jsd - low, high - jsd])), 0, None)
+        seen = rows["seen_in_training"].fillna(False).astype(bool).to_numpy() \
+            if "seen_in_training" in rows else np.zeros(len(rows), bool)
+        bars = top.bar(at, jsd, width=width, yerr=err, capsize=2, color=colour,
+                       label=rows["label"].dropna().iloc[0] if rows["label"].notna().any() else model)
+        for bar, was_seen in zip(bars, seen):
+            if was_seen:
+                bar.set_hatch("//")
+        top.hlines(values(rows, "md_equal_time.jsd_rama_mean"), at - width / 2, at + width / 2,
+                   color="black", lw=2, zorder=3,
+                   label="MD of equal wall time (per model)" if k == 0 else None)
+        top.hlines(values(rows, "replicate_floor.jsd_rama_mean"), at - width / 2, at + width / 2,
+                   color="grey", lw=2, linestyles=":", zorder=3,
+                   label="replicate floor" if k == 0 else None)
+        valid = bottom.bar(at, values(rows, "valid"), width=width, color=colour)
+        bottom.bar_label(valid, fmt="%.2f", fontsize=7)
+    top.set_ylabel("Ramachandran JSD\n(nats, mean over residues)", fontsize=8)
+    top.set_ylim(bottom=0.0)
+    if "seen_in_training" in table and table["seen_in_training"].fillna(False).astype(bool).any():
+        top.bar([np.nan], [np.nan], color="white", edgecolor="black", hatch="//",
+                label="peptide in that model's training data")
+    bottom.axhline(valid_target, color="grey", ls="--", lw=1)
+    bottom.set_ylim(0.0, 1.12)
+    bottom.set_ylabel("valid fraction", fontsize=8)
+    bottom.set_xticks(x, peptides, fontsize=9)
+    handles, labels = top.get_legend_handles_labels()
+    first = [i for i, label in enumerate(labels) if label in set(table["label"])]  # models first
+    order = first + [i for i in range(len(labels)) if i not in first]
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper center",
+               bbox_to_anchor=(0.5, 0.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -24,6 +24,8 @@ EVALUATED = list(ROLES.test) + [
     p for p in config["peptides"]["evaluate_train"] if p not in ROLES.test
 ]
 SPLITS = ["train", "val"] if ROLES.val else ["train"]
+# A second model (shipped name or checkpoint path) for the held-out test peptides; None = off.
+PRETRAINED = config["pretrained_model"]
 JAMUN = "jamun"
 
 
@@ -43,4 +45,8 @@ def all_targets():
     targets = expand("results/samples/{peptide}/samples.xtc", peptide=EVALUATED)
     targets += expand("results/evaluate/{peptide}/metrics.json", peptide=EVALUATED)
     targets.append("results/summary/metrics.csv")
+    if PRETRAINED is not None and ROLES.test:
+        targets += expand("results/pretrained/samples/{peptide}/samples.xtc", peptide=ROLES.test)
+        targets += expand("results/pretrained/evaluate/{peptide}/metrics.json", peptide=ROLES.test)
+        targets.append("results/summary/models.csv")
     return targets

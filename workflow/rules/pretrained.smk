@@ -1,0 +1,134 @@
+# A second model next to the workflow's own (config `pretrained_model`: a shipped model's name or a
+# checkpoint path): the held-out test peptides are sampled with it, with the same sample settings,
+# evaluated against the same MD, and both models compared in one table and figure. With
+# `pretrained_model: null` none of these rules exist.
+
+if PRETRAINED is not None:
+    # A shipped model is no file Snakemake tracks, so its sha256 is a param: a newly shipped model
+    # reruns sampling and what follows. Unresolvable (e.g. nothing shipped yet): warn here, and the
+    # sample_pretrained jobs fail with the list of shipped models.
+    try:
+        from jamun.model.pretrained import file_sha256, resolve_model
+
+        PRETRAINED_SHA256 = file_sha256(resolve_model(PRETRAINED))
+    except (ImportError, ValueError, FileNotFoundError) as _error:
+        PRETRAINED_SHA256 = f"unresolved: {_error}"
+        print(
+            f"warning: pretrained_model {PRETRAINED!r} cannot be loaded ({_error}); its "
+            "sample_pretrained jobs will fail (pretrained_model: null turns the comparison off)",
+            file=sys.stderr,
+        )
+
+    rule sample_pretrained:
+        input:
+            system="results/md/{peptide}/system.pdb",
+        output:
+            samples="results/pretrained/samples/{peptide}/samples.xtc",
+            topology="results/pretrained/samples/{peptide}/topology.pdb",
+            meta="results/pretrained/samples/{peptide}/sample.json",
+        params:
+            model=PRETRAINED,
+            model_sha256=PRETRAINED_SHA256,
+            sample=settings("sample"),
+        conda:
+            "../../envs/torch.yaml"
+        log:
+            "results/logs/sample_pretrained/{peptide}.log",
+        benchmark:
+            "results/benchmarks/sample_pretrained/{peptide}.tsv"
+        threads: workflow.cores if config["train"]["gpus"] > 0 else 1
+        resources:
+            gpu=1 if config["train"]["gpus"] > 0 else 0,
+            mem_mb=8000,
+            runtime=12 * 60,
+        shell:
+            "{JAMUN} sample {wildcards.peptide} --model {params.model:q} --system {input.system} "
+            "-o results/pretrained/samples/{wildcards.peptide} --settings {params.sample:q} "
+            "> {log} 2>&1"
+
+    rule evaluate_pretrained:
+        input:
+            reference="results/md/{peptide}/traj.xtc",
+            reference_meta="results/md/{peptide}/md.json",
+            reference_topology="results/md/{peptide}/topology.pdb",
+            replicate="results/md/{peptide}/replicate/traj.xtc",
+            replicate_meta="results/md/{peptide}/replicate/md.json",
+            samples="results/pretrained/samples/{peptide}/samples.xtc",
+            samples_meta="results/pretrained/samples/{peptide}/sample.json",
+            samples_topology="results/pretrained/samples/{peptide}/topology.pdb",
+        output:
+            metrics="results/pretrained/evaluate/{peptide}/metrics.json",
+            ramachandran=report(
+                "results/pretrained/evaluate/{peptide}/ramachandran.png",
+                caption="../report/pretrained_ramachandran.rst",
+                category="Ramachandran (shipped model)",
+                subcategory="{peptide}",
+            ),
+            jsd_vs_time=report(
+                "results/pretrained/evaluate/{peptide}/jsd_vs_time.png",
+                caption="../report/pretrained_jsd_vs_time.rst",
+                category="JSD vs wall time (shipped model)",
+                subcategory="{peptide}",
+            ),
+            msm=report(
+                "results/pretrained/evaluate/{peptide}/msm.png",
+                caption="../report/pretrained_msm.rst",
+                category="Markov state models (shipped model)",
+                subcategory="{peptide}",
+            ),
+            its=report(
+                "results/pretrained/evaluate/{peptide}/its.png",
+                caption="../report/its.rst",
+                category="Markov state models (shipped model)",
+                subcategory="{peptide}",
+            ),
+        params:
+            evaluate=settings("evaluate"),
+        conda:
+            "../../envs/analysis.yaml"
+        log:
+            "results/logs/evaluate_pretrained/{peptide}.log",
+        benchmark:
+            "results/benchmarks/evaluate_pretrained/{peptide}.tsv"
+        threads: 1
+        shell:
+            "{JAMUN} evaluate {wildcards.peptide} -o results/pretrained/evaluate/{wildcards.peptide} "
+            "--samples-root results/pretrained/samples --role held-out "
+            "--settings {params.evaluate:q} > {log} 2>&1"
+
+    rule compare_models:
+        input:
+            workflow_model="results/train/model.ckpt",
+            workflow=expand("results/evaluate/{peptide}/metrics.json", peptide=ROLES.test),
+            pretrained=expand(
+                "results/pretrained/evaluate/{peptide}/metrics.json", peptide=ROLES.test
+            ),
+        output:
+            table=report(
+                "results/summary/models.csv",
+                caption="../report/models_table.rst",
+                category="Summary",
+            ),
+            figure=report(
+                "results/summary/models.png",
+                caption="../report/models.rst",
+                category="Summary",
+            ),
+        params:
+            model=PRETRAINED,
+            model_sha256=PRETRAINED_SHA256,
+            peptides=" ".join(ROLES.test),
+        # torch: the labels come from the checkpoints' training records.
+        conda:
+            "../../envs/torch.yaml"
+        log:
+            "results/logs/compare_models/compare_models.log",
+        threads: 1
+        shell:
+            "{JAMUN} compare --model {input.workflow_model} results/evaluate 'workflow model' "
+            "--model {params.model:q} results/pretrained/evaluate "
+            "--peptides {params.peptides} -o results/summary > {log} 2>&1"
+
+    localrules:
+        evaluate_pretrained,
+        compare_models,
