@@ -130,7 +130,11 @@ class Run:
 
     # ---- 2. test MD --------------------------------------------------------------------------
     def start_md(self) -> list[concurrent.futures.Future]:
-        """Build and simulate (test + replicate) every test peptide with ``--md-workers`` processes."""
+        """Build and simulate (test + replicate) every test peptide with ``--md-workers`` processes;
+        with ``--test-md`` (the MD of an earlier run) copy that instead."""
+        if self.args.test_md is not None:
+            shutil.copytree(self.args.test_md, self.work / "md", dirs_exist_ok=True)
+            return []
         md = copy.deepcopy(self.config["md"])
         if self.args.test_md_ns is not None:
             md["length_ns"].update(test=self.args.test_md_ns, replicate=self.args.test_md_ns)
@@ -174,6 +178,7 @@ class Run:
             command = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=1",
                        "-m", "jamun.cli", "train", "--shards", str(payload / "shards"), "-o",
                        str(self.work / f"train_{name}"), "--threads", "1", "--settings", json.dumps(settings)]
+            command += ["--init-model", str(self.args.init_model)] if self.args.init_model else []
             command += ["--validation-md", *validation_md] if validation_md else []
             processes[name] = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
         for name, process in processes.items():
@@ -303,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bench-seconds", type=float, default=40.0, help="time limit per benchmark script")
     p.add_argument("--md-workers", type=int, default=max(1, (os.cpu_count() or 2) - 3))
     p.add_argument("--peptides", nargs="+", default=None, help="test peptides (default: the config's test list)")
+    p.add_argument("--test-md", type=Path, default=None, help="MD folders of the test peptides from an earlier run")
+    p.add_argument("--init-model", type=Path, default=None, help="every variant starts from this checkpoint")
     p.add_argument("--test-md-ns", type=float, default=None, help="shorter test and replicate MD (rehearsals)")
     p.set_defaults(func=run)
     args = parser.parse_args(argv)

@@ -10,15 +10,16 @@ set -euo pipefail
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-/tmp/gpu_run_out}
 mkdir -p "$OUT"
-# The GPU image lacks OpenMM, pdbfixer, mdtraj and deeptime: install the carried wheels beside it.
-if ! "$PYTHON" -c "import openmm, pdbfixer, mdtraj, deeptime" 2>/dev/null; then
+# The GPU image lacks mdtraj, deeptime and (for test MD) OpenMM and pdbfixer: install the carried
+# wheels beside it.
+if ! "$PYTHON" -c "import mdtraj, deeptime" 2>/dev/null; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
-    "$PYTHON" -c "import torch, e3nn, openmm, mdtraj; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'e3nn', e3nn.__version__, 'openmm', openmm.__version__, 'mdtraj', mdtraj.__version__)"
+    "$PYTHON" -c "import torch; from jamun.provenance import package_versions as v; print('cuda', torch.cuda.is_available(), v())"
     nproc
     # shellcheck disable=SC2086  # GPU_RUN_ARGS is a list of options
     "$PYTHON" benchmarks/gpu_run.py run --out "$OUT" ${GPU_RUN_ARGS:-}

@@ -35,7 +35,25 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in rows)
 
 
-def model_card(name: str, checkpoint: dict, metrics: pd.DataFrame, data: str, date: str) -> str:
+def warm_start(train: dict) -> str:
+    """The earlier training a warm-started model continued, as a clause for the card."""
+    before = train.get("initialised_from")
+    if not before:
+        return ""
+    return (f", continuing {before['steps']:,} steps ({before['wall_seconds'] / 60:.1f} min on {before['device']}) "
+            f"of the model with sha256 {before['sha256'][:12]}…")
+
+
+def training_minutes(train: dict) -> float:
+    """Wall minutes of this training and every run it continued."""
+    minutes, record = 0.0, train
+    while record:
+        minutes += (record.get("wall_seconds") or 0.0) / 60
+        record = record.get("initialised_from")
+    return minutes
+
+
+def model_card(name: str, checkpoint: dict, metrics: pd.DataFrame, data: str, date: str, produced_by: str) -> str:
     """The card's Markdown: provenance first, then held-out results."""
     train = checkpoint.get("train") or {}
     params = train.get("parameters", {})
@@ -55,15 +73,17 @@ JAMUN denoiser for capped peptides, shipped with jamun-pipeline; `jamun sample P
 | architecture | {checkpoint['model_config'].get('hidden_irreps')}, {checkpoint['model_config'].get('num_layers')} layers, r_cut {checkpoint['model_config'].get('r_cut_nm')} nm, {train.get('n_parameters', 0):,} parameters; C = {checkpoint['C']:.4f} nm² |
 | training | {train.get('steps', 0):,} steps of batch {train.get('global_batch_size')}, lr {params.get('lr')}, EMA {params.get('ema_decay')}, bond term {params.get('bond_loss_weight')}; stopped by {train.get('stopped_by')} |
 | hardware | {train.get('device')}, {train.get('world_size')} process(es), process group {train.get('process_group')} |
-| minutes | {train.get('wall_seconds', 0) / 60:.1f} of training |
+| minutes | {train.get('wall_seconds', 0) / 60:.1f} of training{warm_start(train)} |
 | selected state | step {train.get('selected_step')} by {train.get('selected_by')} (validation sample check: valid {check.get('valid', float('nan')):.3f}, Rama JSD {check.get('jsd_rama', float('nan')):.3f}) |
-| produced by | benchmarks/gpu_run.sh with config/pretrain.yaml and config/pretrain_variants.yaml |
+| produced by | {produced_by} |
 
 ## Held-out test peptides
 
-32 chains x 2000 walk-jump steps from the built structure (config/pretrain.yaml `sample`), against
-3 ns reference MD; JSD in nats (50 x 50 bins); MD equal wall time and the replicate floor from an
-independent replicate run (jamun/analysis/evaluate.py).
+32 chains x 2000 walk-jump steps from the built structure (config/pretrain.yaml `sample`), all
+peptides in one batch on the training hardware ({metrics['timing.sampler_wall_seconds'].mean():.1f} s of
+sampler wall time per peptide: the batch's time shared equally), against 3 ns reference MD; JSD in
+nats (50 x 50 bins); MD of equal wall time (as many frames as that time buys on one CPU core) and
+the replicate floor from an independent replicate run (jamun/analysis/evaluate.py).
 
 {markdown_table(metrics)}
 
@@ -81,14 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="one line: what the training data was")
     parser.add_argument("--default", action="store_true", help="make it the model `pretrained` names")
     parser.add_argument("--date", default=datetime.date.today().isoformat())
+    parser.add_argument("--produced-by", required=True, help="one line: the commands and configs that trained it")
     args = parser.parse_args(argv)
     checkpoint = read_checkpoint(args.checkpoint)
     metrics = pd.read_csv(args.metrics)
     metrics = metrics[metrics["role"] == "held-out"]
-    card = model_card(args.name, checkpoint, metrics, args.data, args.date)
+    card = model_card(args.name, checkpoint, metrics, args.data, args.date, args.produced_by)
     train = checkpoint.get("train") or {}
     summary = (f"sigma {train.get('sigma_nm')} nm, {train.get('n_parameters', 0) / 1e6:.2f}M parameters, "
-               f"{train.get('wall_seconds', 0) / 60:.1f} min on {train.get('device')}, "
+               f"{training_minutes(train):.1f} min on {train.get('device')}, "
                f"held-out mean Rama JSD {metrics['jamun.jsd_rama_mean'].mean():.3f}")  # fmt: skip
     path = register_model(args.checkpoint, args.name, card, summary, default=args.default)
     print(f"shipped {path}\n{summary}")

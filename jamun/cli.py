@@ -51,7 +51,8 @@ def load_section(args: argparse.Namespace, section: str) -> dict:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
-    from jamun.peptides import build_peptide, validate_sequence
+    from jamun.peptides import build_peptide
+    from jamun.sequence import validate_sequence
 
     sequence = validate_sequence(args.peptide)
     build_peptide(sequence, Path(args.output) / "system.pdb")
@@ -59,7 +60,7 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> None:
     from jamun.md import MDSettings, simulate
-    from jamun.peptides import validate_sequence
+    from jamun.sequence import validate_sequence
 
     validate_sequence(args.peptide)
     md_cfg = load_section(args, "md")
@@ -98,11 +99,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from jamun.train import train
 
     train(Path(args.shards), Path(args.output), load_section(args, "train"), threads=args.threads,
-          validation_md=[Path(d) for d in args.validation_md])
+          validation_md=[Path(d) for d in args.validation_md],
+          init_model=Path(args.init_model) if args.init_model else None)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from jamun.peptides import validate_sequence
+    from jamun.sequence import validate_sequence
     from jamun.sampling import SampleTarget, sample_peptides
 
     sequences = [validate_sequence(p) for p in args.peptide]
@@ -138,7 +140,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from jamun.analysis import evaluate_peptide
-    from jamun.peptides import validate_sequence
+    from jamun.sequence import validate_sequence
 
     sequence = validate_sequence(args.peptide)
     peptide_md = Path(args.md_root) / sequence
@@ -161,7 +163,7 @@ def cmd_summarize(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from jamun.analysis.compare import ModelSource, compare
-    from jamun.peptides import validate_sequence
+    from jamun.sequence import validate_sequence
 
     peptides = [validate_sequence(p) for p in args.peptides]
     models = []
@@ -224,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-md", nargs="+", default=[], metavar="DIR",
                    help="MD folders (system.pdb, traj.xtc, topology.pdb) of the validation peptides; with "
                         "train.sample_check.every set, short walk-jump runs on them choose model.ckpt")
+    p.add_argument("--init-model", default=None, metavar="CKPT",
+                   help="start from the weights of this checkpoint (same architecture; optimizer and steps start afresh)")
     _add_config_options(p)
 
     p = add("sample", cmd_sample, "walk-jump sample peptides from their sequences alone (several: one batch)")

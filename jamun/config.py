@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from jamun.peptides import RESIDUES, validate_sequence
+from jamun.sequence import RESIDUES, validate_sequence
 
 SPLITS = ("train", "val", "test")
 

@@ -44,8 +44,8 @@ import openmm.unit as unit
 from mdtraj.formats import XTCTrajectoryFile
 from tqdm import tqdm
 
-from jamun.peptides import (FORCEFIELD_FILES, RESIDUES, implicit_forcefield, seeded_random, write_pdb_atomic,
-                            write_text_atomic)
+from jamun.peptides import FORCEFIELD_FILES, implicit_forcefield, seeded_random, write_pdb_atomic, write_text_atomic
+from jamun.sequence import RESIDUES
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,8 @@ import openmm.app as app
 import openmm.unit as unit
 from pdbfixer import PDBFixer
 
-RESIDUES: dict[str, str] = {
-    "A": "ALA", "C": "CYS", "D": "ASP", "E": "GLU", "F": "PHE", "G": "GLY", "H": "HIS",
-    "I": "ILE", "K": "LYS", "L": "LEU", "M": "MET", "N": "ASN", "P": "PRO", "Q": "GLN",
-    "R": "ARG", "S": "SER", "T": "THR", "V": "VAL", "W": "TRP", "Y": "TYR",
-}
-MIN_LENGTH, MAX_LENGTH = 1, 8
+from jamun.sequence import RESIDUES, validate_sequence
+
 FORCEFIELD_FILES = ("amber99sbildn.xml", "amber99_obc.xml")
 
 # Ideal backbone geometry (Engh & Huber 1991, Acta Cryst. A47:392): lengths in nm, angles in deg.
@@ -44,37 +40,6 @@ _PRO_CHI1, _PRO_CHI2 = 28.0, -33.0
 _PHI, _PSI, _OMEGA, _PHI_PRO = -120.0, 130.0, 180.0, -65.0
 # Dihedral C-N-CA-CB that puts CB on the L (2S) side; checked by the signed-volume test.
 _CB_DIHEDRAL = -122.6
-
-
-def validate_sequence(sequence: str) -> str:
-    """Return `sequence` upper-cased after checking it is 1-8 standard one-letter residues.
-
-    Raises
-    ------
-    ValueError
-        Naming the input, the valid letters and the valid length range.
-    """
-    if not isinstance(sequence, str):
-        raise ValueError(f"peptide sequence must be a string, got {sequence!r}")
-    seq = sequence.strip().upper()
-    valid = "".join(sorted(RESIDUES))
-    if not MIN_LENGTH <= len(seq) <= MAX_LENGTH:
-        raise ValueError(
-            f"peptide sequence {sequence!r} has {len(seq)} residues; valid lengths are "
-            f"{MIN_LENGTH}..{MAX_LENGTH} one-letter codes from {valid}"
-        )
-    bad = sorted({c for c in seq if c not in RESIDUES})
-    if bad:
-        raise ValueError(
-            f"peptide sequence {sequence!r} contains unknown residue letter(s) {''.join(bad)!r}; "
-            f"valid letters are {valid}"
-        )
-    return seq
-
-
-def residue_label(sequence: str) -> str:
-    """Three-letter label of a sequence, e.g. "GN" -> "GLY-ASN"."""
-    return "-".join(RESIDUES[c] for c in validate_sequence(sequence))
 
 
 def _place(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float,

@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from jamun.data.dataset import EpochOrder, ShardSplit
 from jamun.data.shards import MANIFEST, STATS, sha256_file
-from jamun.model import Denoiser, save
+from jamun.model import Denoiser, read_checkpoint, save
+from jamun.model.pretrained import file_sha256
 from jamun.training.distributed import (
     Context, all_reduce_sum, broadcast_module, in_launched_group, launch, reduce_gradients, setup, teardown,
 )  # fmt: skip
@@ -61,7 +62,8 @@ class _Trainer:
     """One process's training run; rank 0 writes checkpoints and outputs."""
 
     def __init__(
-        self, shards_dir: Path, out_dir: Path, settings: dict, ctx: Context, validation_md: Sequence[Path]
+        self, shards_dir: Path, out_dir: Path, settings: dict, ctx: Context, validation_md: Sequence[Path],
+        init_model: Path | None = None,
     ) -> None:
         self.s, self.ctx, self.out_dir, self.work = settings, ctx, out_dir, out_dir / ".work"
         # Known on every rank (a check step also logs a row, and validation is collective);
@@ -85,6 +87,7 @@ class _Trainer:
             )
         torch.manual_seed(settings["seed"])
         self.model = Denoiser(settings, self.C).to(ctx.device)
+        self.initialised_from = self._initialise(init_model) if init_model is not None else None
         broadcast_module(self.model, ctx)
         self.params = list(self.model.parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=settings["lr"])
@@ -98,6 +101,7 @@ class _Trainer:
                 "world_size": ctx.world_size,
                 "train_manifest_sha256": sha256_file(shards_dir / "train" / MANIFEST),
                 "sample_check_peptides": [Path(d).name for d in validation_md] if self.checks_on else [],
+                "initialised_from": self.initialised_from and self.initialised_from["sha256"],
             },
             sort_keys=True,
         )
@@ -108,6 +112,19 @@ class _Trainer:
         self.best: dict | None = None
         self.interval = dict.fromkeys(("loss", "steps", "graphs", "t_data", "t_step"), 0.0)
         self._restore()
+
+    def _initialise(self, init_model: Path) -> dict:
+        """Start from the weights of a saved model of the same architecture (a warm start: the
+        optimizer, schedule and step count start afresh); returns its provenance for train.json."""
+        checkpoint = read_checkpoint(init_model)
+        if dict(checkpoint["model_config"]) != dict(self.model.config):
+            raise ValueError(f"--init-model {init_model} is a {checkpoint['model_config']} model; train.model and "
+                             f"sigma_nm ask for {dict(self.model.config)}")
+        self.model.load_state_dict(checkpoint["state_dict"])
+        before = checkpoint.get("train") or {}
+        return {"file": str(init_model), "sha256": file_sha256(init_model), "steps": before.get("steps"),
+                "wall_seconds": before.get("wall_seconds"), "device": before.get("device"),
+                "initialised_from": before.get("initialised_from")}
 
     # ---- checkpoints -------------------------------------------------------------------
     def _restore(self) -> None:
@@ -307,6 +324,7 @@ class _Trainer:
             "process_group": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
             "peak_gpu_memory_gib": (torch.cuda.max_memory_allocated(self.ctx.device) / 2**30
                                     if self.ctx.device.type == "cuda" else None),
+            "initialised_from": self.initialised_from,
             "selected_step": selected, "selected_by": "sample_error" if self.best else "last",
             "selected_sample_check": next((c for c in self.sample_checks if c["step"] == selected), None),
             "sample_checks": self.sample_checks,
@@ -329,6 +347,7 @@ def train(
     train_cfg: Mapping,
     *,
     validation_md: Sequence[Path] = (),
+    init_model: Path | None = None,
     threads: int | None = None,
     nproc: int | None = None,
     interrupt_at_step: int | None = None,
@@ -345,6 +364,8 @@ def train(
         MD folders (``results/md/<peptide>``: system.pdb, traj.xtc, topology.pdb) of the
         validation peptides for the sample checks that choose ``model.ckpt`` (with
         ``train.sample_check.every`` set); none: ``model.ckpt`` is the last state.
+    init_model
+        A checkpoint of the same architecture whose weights training starts from (warm start).
     threads
         torch CPU threads of the node, split evenly between its processes (LOCAL_WORLD_SIZE).
     nproc
@@ -365,6 +386,7 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         args = [str(shards_dir), str(out_dir), "--settings", json.dumps(dict(train_cfg))]
         args += ["--validation-md", *map(str, validation_md)] if validation_md else []
+        args += ["--init-model", str(init_model)] if init_model else []
         launch(nproc, args + (["--threads", str(threads)] if threads else []),
                threads_per_process=None if threads is None else max(1, threads // nproc))  # fmt: skip
         return json.loads((out_dir / "train.json").read_text())
@@ -373,7 +395,8 @@ def train(
     ctx = setup(settings["gpus"])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        trainer = _Trainer(shards_dir, out_dir, settings, ctx, [Path(d) for d in validation_md])
+        trainer = _Trainer(shards_dir, out_dir, settings, ctx, [Path(d) for d in validation_md],
+                           Path(init_model) if init_model else None)
         return trainer.run(interrupt_at_step)
     finally:
         teardown(ctx)
@@ -388,9 +411,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the node, split between processes")
     parser.add_argument("--validation-md", nargs="+", default=[], metavar="DIR",
                         help="MD folders of the validation peptides for the sample checks (train.sample_check)")
+    parser.add_argument("--init-model", default=None, help="start from this checkpoint's weights (warm start)")
     args = parser.parse_args(argv)
     train(Path(args.shards_dir), Path(args.out_dir), json.loads(args.settings), threads=args.threads,
-          validation_md=[Path(d) for d in args.validation_md])  # fmt: skip
+          validation_md=[Path(d) for d in args.validation_md], init_model=args.init_model)  # fmt: skip
 
 
 if __name__ == "__main__":

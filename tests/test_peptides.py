@@ -8,8 +8,8 @@ import openmm.app as app
 import openmm.unit as unit
 import pytest
 
-from jamun.peptides import (RESIDUES, build_peptide, ca_signed_volumes, implicit_forcefield, minimize,
-                            peptide_model, residue_label, validate_sequence)
+from jamun.peptides import build_peptide, ca_signed_volumes, implicit_forcefield, minimize, peptide_model
+from jamun.sequence import RESIDUES, residue_label, validate_sequence
 
 # Atoms of each residue inside a chain at pH 7 (HIS as HID), from the amber99sbildn templates'
 # chemistry, written out independently of the builder. Caps: ACE 6, NME 6.

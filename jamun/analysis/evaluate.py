@@ -37,7 +37,7 @@ from jamun.analysis.validity import (LEFT_MOLECULE_FACTOR, bond_length_ok, bond_
                                      chains_left_molecule,
                                      chirality_atoms, heavy_atom_bonds, l_chirality_ok, map_atoms,
                                      signed_volumes)
-from jamun.peptides import residue_label, validate_sequence
+from jamun.sequence import residue_label, validate_sequence
 
 logger = logging.getLogger(__name__)
 
