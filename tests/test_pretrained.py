@@ -16,24 +16,8 @@ from jamun.data.graph import batch_graphs, topology_features
 from jamun.model import pretrained
 from jamun.model.pretrained import PRETRAINED_DIR, file_sha256, register_model, resolve_model, shipped_models
 
-# Heavy atoms of capped ALA-ALA as built by jamun.peptides (Angstrom).
-PDB_AA = """\
-ATOM      1  CH3 ACE A   1      -0.215  -0.036  -0.330  1.00  0.00           C
-ATOM      5  C   ACE A   1       1.295  -0.120  -0.344  1.00  0.00           C
-ATOM      6  O   ACE A   1       1.852  -1.145  -0.738  1.00  0.00           O
-ATOM      7  N   ALA A   2       1.949   0.957   0.091  1.00  0.00           N
-ATOM      9  CA  ALA A   2       3.408   1.079   0.192  1.00  0.00           C
-ATOM     11  C   ALA A   2       3.839   1.904   1.426  1.00  0.00           C
-ATOM     12  O   ALA A   2       3.056   2.692   1.968  1.00  0.00           O
-ATOM     13  CB  ALA A   2       3.939   1.697  -1.110  1.00  0.00           C
-ATOM     17  N   ALA A   3       5.096   1.731   1.854  1.00  0.00           N
-ATOM     19  CA  ALA A   3       5.704   2.434   2.991  1.00  0.00           C
-ATOM     21  C   ALA A   3       7.206   2.721   2.764  1.00  0.00           C
-ATOM     22  O   ALA A   3       7.865   2.054   1.958  1.00  0.00           O
-ATOM     23  CB  ALA A   3       5.480   1.593   4.256  1.00  0.00           C
-ATOM     27  N   NME A   4       7.749   3.707   3.493  1.00  0.00           N
-ATOM     29  C   NME A   4       9.156   4.108   3.429  1.00  0.00           C
-"""
+from test_model import PDB_AA  # heavy atoms of capped ALA-ALA (Angstrom)
+
 TINY = {"sigma_nm": 0.04, "hidden_irreps": "8x0e + 2x1e", "num_layers": 2, "radial_hidden": 8, "num_radial": 4}
 CARD = "# tiny\n\nA randomly initialised denoiser for tests.\n"
 
