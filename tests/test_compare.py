@@ -159,6 +159,9 @@ def test_label_formats() -> None:
     assert training_label(None) == training_label({}) == "training record missing"
     assert training_label({"device": "NVIDIA H200", "world_size": 6, "wall_seconds": 45.0, "steps": 100,
                            "n_parameters": 4166}) == "6× NVIDIA H200, 45.0 s, 100 steps, 4,166 params"
+    warm_started = {"device": "cpu", "wall_seconds": 150.0, "steps": 300,
+                    "initialised_from": {"steps": 3975, "wall_seconds": 360.0, "device": "NVIDIA H200"}}
+    assert training_label(warm_started) == "cpu, 2.5 min, 300 steps, after 3,975 steps (6.0 min) of earlier training"
 
 
 def test_different_reference_md_is_refused(two_models, capsys) -> None:

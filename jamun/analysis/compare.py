@@ -105,6 +105,9 @@ def training_label(record: Mapping | None) -> str:
         parts.append(f"{n / 1e6:.2g}M params" if n >= 100_000 else f"{n:,} params")
     if record.get("sigma_nm") is not None:
         parts.append(f"σ {record['sigma_nm']:g} nm")
+    earlier = record.get("initialised_from")
+    if earlier and earlier.get("steps") is not None and earlier.get("wall_seconds") is not None:
+        parts.append(f"after {int(earlier['steps']):,} steps ({earlier['wall_seconds'] / 60:.1f} min) of earlier training")
     return ", ".join(parts) if parts else MISSING_RECORD
 
 
