@@ -82,7 +82,7 @@ def make_payload(args: argparse.Namespace) -> None:
 
 
 class Run:
-    """State of one ``run``: folders, the deadline and the started background processes."""
+    """State of one ``run``: its settings, folders and deadline."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args, self.started = args, time.monotonic()
@@ -107,7 +107,7 @@ class Run:
             return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
         return subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT).returncode
 
-    # ---- 1. benchmarks -----------------------------------------------------------------------
+    # ---- benchmarks --------------------------------------------------------------------------
     def benchmarks(self) -> None:
         bench = self.work / "bench"
         bench.mkdir(exist_ok=True)
@@ -128,17 +128,14 @@ class Run:
                     code = "timeout"
             log(f"benchmark {name}: exit {code}")
 
-    # ---- 2. test MD --------------------------------------------------------------------------
+    # ---- test MD -----------------------------------------------------------------------------
     def start_md(self) -> list[concurrent.futures.Future]:
         """Build and simulate (test + replicate) every test peptide with ``--md-workers`` processes;
         with ``--test-md`` (the MD of an earlier run) copy that instead."""
         if self.args.test_md is not None:
             shutil.copytree(self.args.test_md, self.work / "md", dirs_exist_ok=True)
             return []
-        md = copy.deepcopy(self.config["md"])
-        if self.args.test_md_ns is not None:
-            md["length_ns"].update(test=self.args.test_md_ns, replicate=self.args.test_md_ns)
-        md_settings = json.dumps(md)
+        md_settings = json.dumps(self.config["md"])
         md_root = self.work / "md"
 
         def one(peptide: str, role: str) -> str:
@@ -157,7 +154,7 @@ class Run:
         pool.shutdown(wait=False)
         return jobs
 
-    # ---- 3. training -------------------------------------------------------------------------
+    # ---- training ----------------------------------------------------------------------------
     def train_settings(self, name: str) -> dict:
         settings = deep_merge(self.config["train"], self.variants[name])
         reserve = self.args.reserve_minutes
@@ -188,7 +185,7 @@ class Run:
             if model.is_file():
                 shutil.copy2(model, self.out / f"{name}.ckpt")
 
-    # ---- 4./5. sampling and evaluation -------------------------------------------------------
+    # ---- sampling and evaluation ----------------------------------------------------------
     def sample_all(self) -> None:
         """One ``jamun sample`` per variant, all test peptides in one batch of chains."""
         settings = json.dumps(self.config["sample"])
@@ -310,7 +307,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--peptides", nargs="+", default=None, help="test peptides (default: the config's test list)")
     p.add_argument("--test-md", type=Path, default=None, help="MD folders of the test peptides from an earlier run")
     p.add_argument("--init-model", type=Path, default=None, help="every variant starts from this checkpoint")
-    p.add_argument("--test-md-ns", type=float, default=None, help="shorter test and replicate MD (rehearsals)")
     p.set_defaults(func=run)
     args = parser.parse_args(argv)
     args.func(args)

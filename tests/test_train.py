@@ -102,6 +102,20 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, shards):
     pd.testing.assert_frame_equal(a, b, rtol=1e-6)
 
 
+def test_warm_start_begins_where_the_earlier_model_ended(tmp_path, shards):
+    first = train(shards, tmp_path / "first", TINY)
+    second = train(shards, tmp_path / "second", {**TINY, "max_steps": 4}, init_model=tmp_path / "first" / "model.ckpt")
+    # The untrained baseline of the warm start (step 0, same fixed validation noise) is the
+    # earlier model's final validation loss: training starts from its weights.
+    baseline = pd.read_csv(tmp_path / "second" / "metrics.csv")["val_loss"].iloc[0]
+    assert baseline == pytest.approx(first["final_val_loss"], rel=1e-6)
+    assert baseline != pytest.approx(pd.read_csv(tmp_path / "first" / "metrics.csv")["val_loss"].iloc[0], rel=1e-3)
+    assert second["initialised_from"]["steps"] == 8 and second["steps"] == 4
+    wider = {**TINY, "model": {**TINY["model"], "hidden_irreps": "8x0e + 2x1e"}}
+    with pytest.raises(ValueError, match="first/model.ckpt"):
+        train(shards, tmp_path / "wider", wider, init_model=tmp_path / "first" / "model.ckpt")
+
+
 def test_checkpoint_from_other_settings_is_ignored(tmp_path, shards):
     train(shards, tmp_path / "other", {**TINY, "lr": 0.01}, interrupt_at_step=4)
     shutil.copytree(tmp_path / "other", tmp_path / "run")

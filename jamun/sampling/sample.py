@@ -33,9 +33,9 @@ from tqdm import tqdm
 import jamun.model
 from jamun.data.graph import TopologyFeatures, batch_graphs, topology_features
 from jamun.model.pretrained import file_sha256, resolve_model
-from jamun.sequence import residue_label, validate_sequence
 from jamun.provenance import package_versions
 from jamun.sampling.baoab import BAOAB, NonFiniteChainError
+from jamun.sequence import residue_label, validate_sequence
 
 OUTPUTS = ("samples.xtc", "topology.pdb", "sample.json")
 WORK_DIR = ".work"

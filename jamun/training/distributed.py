@@ -61,7 +61,8 @@ def setup(gpus: int) -> Context:
 
 
 def teardown(ctx: Context) -> None:
-    if dist.is_initialized():
+    """Leave the process group that :func:`setup` joined."""
+    if (ctx.world_size > 1 or in_launched_group()) and dist.is_initialized():
         dist.destroy_process_group()
 
 
