@@ -7,6 +7,9 @@ CORES ?= all
 CONFIG ?= config/config.yaml
 WITH_CLUSTER ?= 0
 
+# Rules and tests call `jamun` and `torchrun` from PATH: the venv's come first.
+export PATH := $(abspath $(BIN)):$(PATH)
+
 STAMP := $(VENV)/.installed
 CLUSTER_STAMP := $(VENV)/.torch-cluster
 

@@ -23,10 +23,12 @@ import jamun.model
 from jamun.analysis.validity import bond_length_ok, bond_lengths, l_chirality_ok
 from jamun.data.graph import batch_graphs
 from jamun.training.sample_quality import load_validation_peptide, sample_quality
+from jamun.training.settings import train_settings
 
 
 @torch.no_grad()
-def oracle_jumps(model: jamun.model.Denoiser, md_dir: Path, frames: int, seed: int) -> dict[str, float]:
+def oracle_jumps(model: jamun.model.Denoiser, md_dir: Path, frames: int, seed: int, tolerance_nm: float
+                 ) -> dict[str, float]:
     """Validity of xhat(x + sigma eta) over ``frames`` evenly spaced MD frames of ``md_dir``."""
     peptide = load_validation_peptide(md_dir)
     heavy = peptide.features.heavy_atom_indices
@@ -38,7 +40,7 @@ def oracle_jumps(model: jamun.model.Denoiser, md_dir: Path, frames: int, seed: i
     jumps = model.xhat(y.reshape(-1, 3), graph).reshape(x.shape).numpy()
     traj = mdtraj.Trajectory(jumps, peptide.topology)
     bonds = peptide.features.bonds
-    ok = bond_length_ok(traj, bonds, peptide.bond_length_nm, 0.02) & l_chirality_ok(traj)
+    ok = bond_length_ok(traj, bonds, peptide.bond_length_nm, tolerance_nm) & l_chirality_ok(traj)
     error = bond_lengths(jumps, bonds) - bond_lengths(x.numpy(), bonds)  # [F, n_bonds]
     rms = np.sqrt((error**2).mean(axis=0))
     return {"oracle_valid": float(ok.mean()), "oracle_bond_rms_nm": float(np.sqrt((error**2).mean())),
@@ -55,10 +57,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     model = jamun.model.load(args.checkpoint)
-    walk = {"chains": args.chains, "steps": args.steps, "burn_in": 20, "seed": args.seed}
+    check = train_settings({})["sample_check"]  # scored as training's sample checks are, by default
+    walk = {"chains": args.chains, "steps": args.steps, "burn_in": check["burn_in"], "seed": args.seed}
     for md_dir in args.md_dirs:
-        row = oracle_jumps(model, md_dir, args.frames, args.seed)
-        walked = sample_quality(model, [load_validation_peptide(md_dir)], walk)["mean"]
+        row = oracle_jumps(model, md_dir, args.frames, args.seed, check["bond_tolerance_nm"])
+        walked = sample_quality(model, [load_validation_peptide(md_dir)], walk,
+                                bond_tolerance_nm=check["bond_tolerance_nm"], bins=check["bins_rama"])["mean"]
         row.update(walk_valid=walked["valid"], walk_left_molecule=walked["left_molecule"],
                    walk_jsd_rama=walked["jsd_rama"])  # fmt: skip
         print(md_dir.name, "\t".join(f"{k}={v:.4g}" for k, v in row.items()), sep="\t", flush=True)

@@ -144,7 +144,9 @@ class Run:
                 return f"{peptide}: build failed"
             while role == "replicate" and not (folder / "system.pdb").is_file():
                 time.sleep(1)  # the test job builds it
-            code = self.jamun("simulate", peptide, "-o", str(folder), "--role", role, "--settings", md_settings,
+            output = folder / "replicate" if role == "replicate" else folder
+            code = self.jamun("simulate", peptide, "--system", str(folder / "system.pdb"), "-o", str(output),
+                              "--role", role, "--threads", "1", "--settings", md_settings,
                               log_name=f"simulate_{peptide}_{role}.log")
             return f"{peptide} {role}: exit {code}"
 
@@ -173,7 +175,8 @@ class Run:
             (self.work / "logs").mkdir(exist_ok=True)
             handle = (self.work / "logs" / f"train_{name}.log").open("w")
             command = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=1",
-                       "-m", "jamun.cli", "train", "--shards", str(payload / "shards"), "-o",
+                       "-m", "jamun.cli", "train", "--train-shards", str(payload / "shards" / "train"),
+                       "--val-shards", str(payload / "shards" / "val"), "-o",
                        str(self.work / f"train_{name}"), "--threads", "1", "--settings", json.dumps(settings)]
             command += ["--init-model", str(self.args.init_model)] if self.args.init_model else []
             command += ["--validation-md", *validation_md] if validation_md else []
@@ -195,8 +198,9 @@ class Run:
             if model.is_file():
                 root = self.work / f"samples_{name}"
                 output = root / self.test_peptides[0] if len(self.test_peptides) == 1 else root
+                systems = [str(self.work / "md" / p / "system.pdb") for p in self.test_peptides]
                 argv = ["sample", *self.test_peptides, "--model", str(model), "-o", str(output),
-                        "--md-root", str(self.work / "md"), "--device", self.args.device, "--settings", settings]
+                        "--system", *systems, "--device", self.args.device, "--settings", settings]
                 jobs[name] = self.jamun(*argv, log_name=f"sample_{name}.log", background=True)
         for name, job in jobs.items():
             log(f"sample {name}: exit {job.wait()}")
@@ -205,9 +209,13 @@ class Run:
         settings = json.dumps(self.config["evaluate"])
 
         def one(name: str, peptide: str) -> int:
+            md, samples = self.work / "md" / peptide, self.work / f"samples_{name}" / peptide
             return self.jamun("evaluate", peptide, "-o", str(self.work / f"evaluate_{name}" / peptide),
-                              "--md-root", str(self.work / "md"), "--samples-root", str(self.work / f"samples_{name}"),
-                              "--settings", settings, log_name=f"evaluate_{name}_{peptide}.log")
+                              "--reference", str(md / "traj.xtc"), str(md / "md.json"), str(md / "topology.pdb"),
+                              "--replicate", str(md / "replicate" / "traj.xtc"), str(md / "replicate" / "md.json"),
+                              "--samples", str(samples / "samples.xtc"), str(samples / "sample.json"),
+                              str(samples / "topology.pdb"), "--settings", settings,
+                              log_name=f"evaluate_{name}_{peptide}.log")
 
         pairs = [(n, p) for n in self.variants for p in self.test_peptides
                  if (self.work / f"samples_{n}" / p / "samples.xtc").is_file()

@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hydrogen-mass-amu", type=float, default=None)
     args = parser.parse_args(argv)
 
-    base = MDSettings(platform=args.platform, timestep_fs=args.timestep_fs,
-                      hydrogen_mass_amu=args.hydrogen_mass_amu,
-                      save_every_ps=1.0, checkpoint_every_ps=10.0, nvt_ps=1.0)
+    base = MDSettings.from_config({"platform": args.platform, "timestep_fs": args.timestep_fs,
+                                   "hydrogen_mass_amu": args.hydrogen_mass_amu,
+                                   "save_every_ps": 1.0, "checkpoint_every_ps": 10.0, "nvt_ps": 1.0}, "arguments")
     protocols = {"implicit": (base, args.implicit_ns),
                  "explicit": (dataclasses.replace(base, protocol="explicit", npt_ps=1.0), args.explicit_ns)}
     print(f"{'peptide':8s} {'protocol':9s} {'platform':10s} {'atoms':>6s} {'simulate':>10s} {'bare':>10s} "

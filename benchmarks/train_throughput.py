@@ -55,7 +55,7 @@ def measure(shards: Path, size: str, steps: int, warmup: int, threads: int, work
     cfg = yaml.safe_load(SIZE_CONFIGS[size].read_text())["train"]
     cfg = {**cfg, "max_steps": warmup + steps, "max_minutes": None, "val_every": warmup, "val_batches": 1,
            "checkpoint_every": warmup + steps, "gpus": 0}  # fmt: skip
-    summary = train(shards, work / size, cfg, threads=threads)
+    summary = train(shards / "train", work / size, cfg, threads=threads, val_shards=shards / "val")
     row = pd.read_csv(work / size / "metrics.csv").iloc[-1]
     return {
         "size": size, "parameters": summary["n_parameters"], "batch_size": cfg["batch_size"],

@@ -81,7 +81,9 @@ def run_variant(name: str, base: dict, validation_md: list[Path], minutes: float
     with tempfile.TemporaryDirectory() as tmp:
         out = keep / name if keep else Path(tmp)
         cfg = variant_config(base, name, minutes, steps_per_minute)
-        summary = train(ROOT / "results" / "shards", out, cfg, threads=threads, validation_md=validation_md)
+        shards = ROOT / "results" / "shards"
+        summary = train(shards / "train", out, cfg, threads=threads, val_shards=shards / "val",
+                        validation_md=validation_md)
     check = summary.get("selected_sample_check") or {}
     mean = check.get("mean", check)
     return {

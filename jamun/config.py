@@ -48,11 +48,13 @@ def read_peptide_list(path: str | Path) -> list[str]:
 
 @dataclass(frozen=True)
 class PeptideRoles:
-    """The train / val / test lists of a configuration, checked for overlaps."""
+    """The train / val / test lists of a configuration, checked for overlaps, and the training
+    peptides that are evaluated too (``peptides.evaluate_train``)."""
 
     train: tuple[str, ...]
     val: tuple[str, ...]
     test: tuple[str, ...]
+    evaluate_train: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, peptides_cfg: dict) -> "PeptideRoles":
@@ -66,7 +68,19 @@ class PeptideRoles:
                     f"({peptides_cfg[first]}) and the {second} list ({peptides_cfg[second]}); "
                     "each id may be in one list only"
                 )
-        return cls(**lists)
+        evaluate_train = tuple(validate_sequence(p) for p in peptides_cfg.get("evaluate_train", ()))
+        for peptide in evaluate_train:
+            if peptide not in lists["train"] and peptide not in lists["val"]:
+                raise ValueError(
+                    f"peptides.evaluate_train lists {peptide!r}, which is in neither the train list "
+                    f"({peptides_cfg['train']}) nor the val list ({peptides_cfg['val']})"
+                )
+        return cls(**lists, evaluate_train=evaluate_train)
+
+    @property
+    def evaluated(self) -> list[str]:
+        """Every peptide the workflow evaluates: the test list, then ``evaluate_train``."""
+        return list(self.test) + [p for p in self.evaluate_train if p not in self.test]
 
     def is_training(self, peptide: str) -> bool:
         """True for ids in the train or val list (they are not held out)."""
@@ -89,7 +103,7 @@ def all_dipeptides() -> list[str]:
 def paper_split(
     test: list[str], *, n_train: int = 200, n_val: int = 80, seed: int = 0
 ) -> tuple[list[str], list[str]]:
-    """Seeded train/val split of the dipeptides not in ``test`` (DESIGN.md §3).
+    """Seeded train/val split of the dipeptides not in ``test`` (docs/design.md §3).
 
     Timewarp's own train/val split is not public in a form we can ship, so the 300 non-test
     pairs are shuffled with ``random.Random(seed)``; the first ``n_train`` train, the next

@@ -1,6 +1,6 @@
 """Reference MD with OpenMM: implicit/explicit protocols, restraints, resumable production.
 
-Protocol (DESIGN.md §3): minimize; heavy-atom position restraints during NVT (and, explicit, NPT
+Protocol (docs/design.md §3): minimize; heavy-atom position restraints during NVT (and, explicit, NPT
 with a Monte Carlo barostat); restraints removed with `context.reinitialize(preserveState=True)`;
 production at constant T (explicit: and P), saving protein-only frames (all atoms, no solvent) to
 XTC every `save_every_ps`.
@@ -32,7 +32,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,11 @@ from mdtraj.formats import XTCTrajectoryFile
 from tqdm import tqdm
 
 from jamun.peptides import FORCEFIELD_FILES, implicit_forcefield, seeded_random, write_pdb_atomic, write_text_atomic
+from jamun.schema import section_settings
 from jamun.sequence import RESIDUES
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("implicit", "explicit")
-PLATFORMS = ("auto", "Reference", "CPU", "CUDA", "OpenCL")
 # Measured in this order by platform "auto" (GPU first: it usually wins and compiles kernels once).
 AUTO_CANDIDATES = ("CUDA", "OpenCL", "Reference", "CPU")
 EXPLICIT_FORCEFIELD_FILES = ("amber99sbildn.xml", "tip3p.xml")
@@ -61,102 +60,72 @@ BAROSTAT_FREQUENCY = 25  # steps between Monte Carlo volume moves (OpenMM's defa
 # edge >= 2.2 x cutoff (OpenMM sets edge = max(solute diameter + padding, 2 x padding)).
 MIN_PADDING_OVER_CUTOFF = 1.1
 WORK_DIR = ".work"
-# md config keys that are per-call arguments of `simulate`, not settings.
-PER_CALL_KEYS = ("length_ns", "seed")
 # Settings that live under `md.explicit` in the config.
 EXPLICIT_KEYS = ("padding_nm", "cutoff_nm", "pressure_bar", "ionic_strength_molar")
 
 
 @dataclass(frozen=True)
 class MDSettings:
-    """MD protocol settings (the `md:` config section; see config/README.md).
+    """MD protocol settings (the `md:` config section; keys and defaults in
+    workflow/schemas/config.schema.yaml, described in config/README.md).
 
     Times in ps (timestep in fs), temperature K, friction 1/ps, restraint_k kJ/mol/nm^2,
-    lengths nm, pressure bar, ionic strength mol/L.
+    lengths nm, pressure bar, ionic strength mol/L. Build it with :meth:`from_config`, which
+    checks every key against the schema; ``__post_init__`` checks what relates two keys.
     """
 
-    protocol: str = "implicit"
-    platform: str = "auto"
-    temperature_k: float = 300.0
-    friction_per_ps: float = 1.0
-    timestep_fs: float = 2.0
-    hydrogen_mass_amu: float | None = None
-    save_every_ps: float = 1.0
-    checkpoint_every_ps: float = 50.0
-    restraint_k: float = 1000.0
-    nvt_ps: float = 100.0
-    npt_ps: float = 0.0
-    padding_nm: float = 1.2
-    cutoff_nm: float = 0.9
-    pressure_bar: float = 1.0
-    ionic_strength_molar: float = 0.0
+    protocol: str
+    platform: str
+    temperature_k: float
+    friction_per_ps: float
+    timestep_fs: float
+    hydrogen_mass_amu: float | None
+    save_every_ps: float
+    checkpoint_every_ps: float
+    restraint_k: float
+    nvt_ps: float
+    npt_ps: float
+    padding_nm: float
+    cutoff_nm: float
+    pressure_bar: float
+    ionic_strength_molar: float
 
     @classmethod
-    def from_config(cls, md_cfg: dict[str, Any]) -> MDSettings:
-        """Settings from the `md:` config dict; missing keys take the defaults above.
+    def from_config(cls, md_cfg: Mapping | None, source: str = "config") -> MDSettings:
+        """Settings from the `md:` config dict; missing keys take the schema's defaults.
 
-        `length_ns` and `seed` are accepted and ignored (they are arguments of `simulate`);
+        `length_ns` and `seed` are validated and ignored (they are arguments of `simulate`);
         the `explicit:` sub-dict maps onto padding_nm, cutoff_nm, pressure_bar and
         ionic_strength_molar.
 
         Raises
         ------
         ValueError
-            Naming the key (e.g. ``md.explicit.cutoff_nm``), the bad value and what is valid.
+            One line naming ``source`` and the key (e.g. ``md.explicit.cutoff_nm``), the bad value
+            and what is valid.
         """
-        top_keys = [f.name for f in dataclasses.fields(cls) if f.name not in EXPLICIT_KEYS]
-        values: dict[str, Any] = {}
-        for key, value in md_cfg.items():
-            if key == "explicit":
-                if not isinstance(value, dict):
-                    raise ValueError(f"md.explicit must be a mapping of {list(EXPLICIT_KEYS)}, got {value!r}")
-                for sub, sub_value in value.items():
-                    if sub not in EXPLICIT_KEYS:
-                        raise ValueError(f"unknown key md.explicit.{sub}; valid keys: {list(EXPLICIT_KEYS)}")
-                    values[sub] = sub_value
-            elif key in top_keys:
-                values[key] = value
-            elif key not in PER_CALL_KEYS:
-                raise ValueError(
-                    f"unknown key md.{key}; valid keys: {top_keys + list(PER_CALL_KEYS) + ['explicit']}")
-        for name in ("protocol", "platform"):
-            if name in values and not isinstance(values[name], str):
-                raise ValueError(f"md.{name} must be a string, got {values[name]!r}")
-        for f in dataclasses.fields(cls):
-            if f.name in values and f.name not in ("protocol", "platform"):
-                values[f.name] = _as_float(_config_key(f.name), values[f.name],
-                                           optional=f.name == "hydrogen_mass_amu")
-        return cls(**values)
+        s = section_settings("md", md_cfg, source)
+        flat = {**s, **s["explicit"]}
+        try:
+            return cls(**{f.name: flat[f.name] if f.name in ("protocol", "platform") or flat[f.name] is None
+                          else float(flat[f.name]) for f in dataclasses.fields(cls)})
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
 
     def __post_init__(self) -> None:
-        """Check value ranges and interval consistency; ValueError names the offending key."""
-        key = _config_key
-
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"md.protocol is {self.protocol!r}; valid: {list(PROTOCOLS)}")
-        if self.platform not in PLATFORMS:
-            raise ValueError(f"md.platform is {self.platform!r}; valid: {list(PLATFORMS)}")
-        for name in ("temperature_k", "friction_per_ps", "timestep_fs", "save_every_ps",
-                     "checkpoint_every_ps", "padding_nm", "cutoff_nm", "pressure_bar"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{key(name)} must be > 0, got {getattr(self, name)}")
-        for name in ("restraint_k", "nvt_ps", "npt_ps", "ionic_strength_molar"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{key(name)} must be >= 0, got {getattr(self, name)}")
-        if self.hydrogen_mass_amu is not None and not 1.0 <= self.hydrogen_mass_amu <= 4.0:
-            raise ValueError(f"md.hydrogen_mass_amu must be null or in [1, 4] amu, got {self.hydrogen_mass_amu}")
-        if self.timestep_fs > 5.0:
-            raise ValueError(f"md.timestep_fs must be <= 5 fs (HBonds constraints), got {self.timestep_fs}")
+        """Check what one key cannot say alone (interval multiples, protocol-dependent keys);
+        ValueError names both keys."""
         _whole_ratio("md.save_every_ps", self.save_every_ps, "md.timestep_fs", self.timestep_ps)
         _whole_ratio("md.checkpoint_every_ps", self.checkpoint_every_ps, "md.save_every_ps", self.save_every_ps)
         for name in ("nvt_ps", "npt_ps"):
-            _whole_ratio(key(name), getattr(self, name), "md.timestep_fs", self.timestep_ps)
+            _whole_ratio(_config_key(name), getattr(self, name), "md.timestep_fs", self.timestep_ps)
         if self.protocol == "implicit" and self.npt_ps > 0:
-            raise ValueError(f"md.npt_ps is {self.npt_ps} but protocol 'implicit' has no box; set it to 0")
+            raise ValueError(f"md.npt_ps is {self.npt_ps} but md.protocol 'implicit' has no box; set it to 0")
         if self.protocol == "explicit" and self.padding_nm < MIN_PADDING_OVER_CUTOFF * self.cutoff_nm:
             raise ValueError(
-                f"md.explicit.padding_nm = {self.padding_nm} is too small for cutoff_nm = {self.cutoff_nm}: "
-                f"it must be >= {MIN_PADDING_OVER_CUTOFF} x cutoff so the box stays > 2 x cutoff under NPT")
+                f"md.explicit.padding_nm = {self.padding_nm} is too small for md.explicit.cutoff_nm = "
+                f"{self.cutoff_nm}: it must be >= {MIN_PADDING_OVER_CUTOFF} x cutoff so the box stays > 2 x "
+                "cutoff under NPT")
 
     @property
     def timestep_ps(self) -> float:
@@ -170,14 +139,6 @@ class MDSettings:
 def _config_key(name: str) -> str:
     """Where setting `name` lives in the config, e.g. "md.explicit.cutoff_nm"."""
     return f"md.explicit.{name}" if name in EXPLICIT_KEYS else f"md.{name}"
-
-
-def _as_float(key: str, value: Any, *, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key} must be a number{' or null' if optional else ''}, got {value!r}")
-    return float(value)
 
 
 def _whole_ratio(name: str, value: float, unit_name: str, unit_value: float) -> int:
@@ -329,16 +290,39 @@ def available_platforms() -> list[str]:
     return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
 
 
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+
+
+def platform_properties(name: str, threads: int | None) -> dict[str, str]:
+    """OpenMM properties for platform `name`: the CPU platform gets `Threads` = threads.
+
+    A job then uses the cores its scheduler gave it, not every core of the machine. None keeps
+    OpenMM's default (all cores, or $OPENMM_CPU_THREADS). Reference is single-threaded and the GPU
+    platforms take no thread count, so they get no properties.
+    """
+    _check_threads(threads)
+    return {"Threads": str(threads)} if name == "CPU" and threads is not None else {}
+
+
+def make_context(system: openmm.System, integrator: openmm.Integrator, name: str, threads: int | None
+                 ) -> openmm.Context:
+    """A Context on platform `name` with `platform_properties(name, threads)`; every MD context is made here."""
+    return openmm.Context(system, integrator, openmm.Platform.getPlatformByName(name),
+                          platform_properties(name, threads))
+
+
 def measure_platform(name: str, system: openmm.System, positions: unit.Quantity, settings: MDSettings,
-                     *, seconds: float = 0.5) -> float:
-    """Throughput (ns/day at settings.timestep_fs) of `system` on platform `name`.
+                     *, threads: int | None = None, seconds: float = 0.5) -> float:
+    """Throughput (ns/day at settings.timestep_fs) of `system` on platform `name` with `threads` (CPU).
 
     Runs chunks of steps until `seconds` of wall time have passed, after a warm-up chunk that
     absorbs kernel compilation. The measuring integrator uses a 1e-5 ps step so an unminimized
     start cannot blow up; the cost per step does not depend on the step size.
     """
     integrator = openmm.LangevinMiddleIntegrator(settings.temperature_k, settings.friction_per_ps, 1e-5)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(name))
+    context = make_context(system, integrator, name, threads)
     context.setPositions(positions)
     integrator.step(5)
     steps, start = 0, time.perf_counter()
@@ -349,13 +333,16 @@ def measure_platform(name: str, system: openmm.System, positions: unit.Quantity,
     return _ns_per_day(steps * settings.timestep_ps / 1000.0, time.perf_counter() - start)
 
 
-def select_platform(system: openmm.System, positions: unit.Quantity, settings: MDSettings
-                    ) -> tuple[str, dict[str, float]]:
+def select_platform(system: openmm.System, positions: unit.Quantity, settings: MDSettings,
+                    threads: int | None = None) -> tuple[str, dict[str, float]]:
     """The platform to use and the ns/day measured for each candidate (empty unless 'auto').
 
     'auto' measures every available platform of AUTO_CANDIDATES (CUDA first) and picks the
     fastest; a platform that fails to create a context is skipped. On small implicit systems
-    Reference beats the multithreaded CPU platform (~350 us per-step overhead, DESIGN.md §11).
+    Reference beats the multithreaded CPU platform (~350 us per-step overhead). The CPU platform
+    is measured with the `threads` it will run with: with all cores it can win a short probe on
+    an idle machine and then lose to Reference once another job holds a core (issue 15,
+    benchmarks/README.md).
     """
     available = available_platforms()
     if settings.platform != "auto":
@@ -366,7 +353,7 @@ def select_platform(system: openmm.System, positions: unit.Quantity, settings: M
     timings = {}
     for name in (p for p in AUTO_CANDIDATES if p in available):
         try:
-            timings[name] = measure_platform(name, system, positions, settings)
+            timings[name] = measure_platform(name, system, positions, settings, threads=threads)
         except openmm.OpenMMException as error:
             log.warning("platform %s unusable, skipped: %s", name, error)
     if not timings:
@@ -461,15 +448,14 @@ def _sequence_of(topology: app.Topology) -> str:
 
 
 def _start(work: Path, pdb: app.PDBFile, settings: MDSettings, seed: int,
-           fingerprint: dict[str, Any]) -> dict[str, Any]:
+           fingerprint: dict[str, Any], threads: int | None) -> dict[str, Any]:
     """Fresh run: build the system, choose the platform, minimize, write the step-0 checkpoint."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     prepared = create_system(pdb.topology, pdb.positions, settings, seed=seed)
-    platform, timings = select_platform(prepared.system, prepared.positions, settings)
-    context = openmm.Context(prepared.system, make_integrator(settings, derived_seed(seed, 0)),
-                             openmm.Platform.getPlatformByName(platform))
+    platform, timings = select_platform(prepared.system, prepared.positions, settings, threads)
+    context = make_context(prepared.system, make_integrator(settings, derived_seed(seed, 0)), platform, threads)
     context.setPositions(prepared.positions)
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, 0)
     context.setVelocitiesToTemperature(settings.temperature_k * unit.kelvin, derived_seed(seed, 0))
@@ -477,7 +463,7 @@ def _start(work: Path, pdb: app.PDBFile, settings: MDSettings, seed: int,
     write_text_atomic(work / "system.xml", openmm.XmlSerializer.serialize(prepared.system))
     write_text_atomic(work / "start.xml", openmm.XmlSerializer.serialize(start))
     write_pdb_atomic(pdb.topology, start.getPositions(asNumpy=True)[: prepared.n_solute], work / "topology.pdb")
-    run = {"fingerprint": fingerprint, "platform": platform, "platform_ns_per_day": timings,
+    run = {"fingerprint": fingerprint, "platform": platform, "platform_ns_per_day": timings, "threads": threads,
            "solvent": prepared.solvent, "n_atoms_total": prepared.system.getNumParticles(), "resumes": 0,
            "box_volume_nm3_start": _box_volume(start) if prepared.periodic else None}
     write_text_atomic(work / "run.json", json.dumps(run, indent=1))
@@ -504,14 +490,23 @@ def _resume(work: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     return run
 
 
-def _resume_platform(work: Path, run: dict[str, Any], prepared: PreparedSystem, settings: MDSettings) -> None:
-    """Keep the recorded platform unless the settings now name another or this machine lacks it."""
-    if settings.platform in ("auto", run["platform"]) and run["platform"] in available_platforms():
-        return
-    platform, timings = select_platform(prepared.system, prepared.positions, settings)
-    log.warning("resuming on platform %s instead of the recorded %s", platform, run["platform"])
-    run.update(platform=platform, platform_ns_per_day=timings)
-    write_text_atomic(work / "run.json", json.dumps(run, indent=1))
+def _resume_platform(work: Path, run: dict[str, Any], prepared: PreparedSystem, settings: MDSettings,
+                     threads: int | None) -> None:
+    """Keep the recorded platform unless the settings now name another, this machine lacks it, or
+    'auto' chose it with another thread count (a folder from before threads were recorded counts
+    as None, OpenMM's default). run.json records the threads this segment runs with.
+    """
+    threads_changed = run.setdefault("threads", None) != threads
+    keep = (settings.platform in ("auto", run["platform"]) and run["platform"] in available_platforms()
+            and not (settings.platform == "auto" and threads_changed))
+    if not keep:
+        platform, timings = select_platform(prepared.system, prepared.positions, settings, threads)
+        log.warning("resuming on platform %s with threads %s instead of the recorded %s with %s",
+                    platform, threads, run["platform"], run["threads"])
+        run.update(platform=platform, platform_ns_per_day=timings)
+    if not keep or threads_changed:
+        run["threads"] = threads
+        write_text_atomic(work / "run.json", json.dumps(run, indent=1))
 
 
 def _box_volume(state: openmm.State) -> float:
@@ -560,7 +555,7 @@ def _set_stage_forces(prepared: PreparedSystem, stage: Stage, reference_nm: np.n
 
 
 def simulate(system_pdb: Path | str, out_dir: Path | str, *, length_ns: float, seed: int,
-             settings: MDSettings, progress: bool = True) -> dict[str, Any]:
+             settings: MDSettings, threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the MD protocol on a built peptide and write out_dir/{traj.xtc, topology.pdb, md.json}.
 
     Parameters
@@ -570,6 +565,9 @@ def simulate(system_pdb: Path | str, out_dir: Path | str, *, length_ns: float, s
     length_ns : production length (ns); a whole multiple of settings.save_every_ps.
     seed : integrator, velocity, barostat and ion-placement seed.
     settings : protocol settings.
+    threads : threads of the OpenMM CPU platform, in the 'auto' probe and in the run; a workflow
+        job passes its rule's threads so it does not compete with the job beside it. None: OpenMM's
+        default (all cores).
     progress : show a tqdm bar (stderr) with simulated ns and ns/day.
 
     Returns
@@ -577,13 +575,14 @@ def simulate(system_pdb: Path | str, out_dir: Path | str, *, length_ns: float, s
     The md.json content. A work folder made with other inputs or settings is discarded.
     """
     started = time.perf_counter()
+    _check_threads(threads)
     system_pdb, out_dir = Path(system_pdb), Path(out_dir)
     n_frames = frame_count(length_ns, settings)
     pdb = load_system_pdb(system_pdb)
     work = out_dir / WORK_DIR
     fingerprint = _fingerprint(system_pdb, settings, length_ns, seed)
     resumed = _resume(work, fingerprint)
-    run = resumed or _start(work, pdb, settings, seed, fingerprint)
+    run = resumed or _start(work, pdb, settings, seed, fingerprint, threads)
     checkpoint = json.loads((work / "checkpoint.json").read_text())
     clock = _Clock(checkpoint, started)
     step, frames = checkpoint["step"], checkpoint["frames"]
@@ -593,7 +592,7 @@ def simulate(system_pdb: Path | str, out_dir: Path | str, *, length_ns: float, s
                               start.getPositions(), pdb.topology)
     reference = start.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     if resumed:
-        _resume_platform(work, run, prepared, settings)
+        _resume_platform(work, run, prepared, settings, threads)
     stages = plan_stages(settings, n_frames)
     save_steps = settings.steps(settings.save_every_ps)
     checkpoint_steps = settings.steps(settings.checkpoint_every_ps)
@@ -611,8 +610,7 @@ def simulate(system_pdb: Path | str, out_dir: Path | str, *, length_ns: float, s
     for stage in (s for s in stages if step < s.end):
         changed = _set_stage_forces(prepared, stage, reference, settings, seed, step)
         if context is None:
-            platform = openmm.Platform.getPlatformByName(run["platform"])
-            context = openmm.Context(prepared.system, integrator, platform)
+            context = make_context(prepared.system, integrator, run["platform"], threads)
             context.setState(openmm.XmlSerializer.deserialize(checkpoint["state"]))
         elif changed:  # a Context keeps the forces it was made with until reinitialized
             context.reinitialize(preserveState=True)
@@ -684,6 +682,7 @@ def _finish(work: Path, out_dir: Path, run: dict[str, Any], settings: MDSettings
         "seed": seed,
         "platform": run["platform"],
         "platform_ns_per_day": run["platform_ns_per_day"],  # the 'auto' measurement, else {}
+        "threads": run["threads"],  # OpenMM CPU threads (None: all cores); other platforms ignore it
         "openmm_version": openmm.__version__,
         **clock,
         # Production throughput: stepping, frame output and checkpoints; not setup/equilibration.

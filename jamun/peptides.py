@@ -1,6 +1,6 @@
 """Peptide sequences and building capped peptides (ACE-...-NME) offline.
 
-Route (DESIGN.md §11): write a heavy-atom skeleton (ACE C/O/CH3, backbone N/CA/C/O and CB of every
+Route (docs/design.md §11): write a heavy-atom skeleton (ACE C/O/CH3, backbone N/CA/C/O and CB of every
 residue, the proline ring, NME N/C) in an idealised beta-strand geometry with L-chirality, let pdbfixer add the
 missing side-chain heavy atoms from its templates and OpenMM's Modeller add hydrogens at pH 7, then
 minimize with amber99sbildn + OBC implicit solvent. No tleap, no downloads. Letting pdbfixer add

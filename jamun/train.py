@@ -1,4 +1,4 @@
-"""Training the JAMUN denoiser on shards at one fixed noise level (DESIGN.md §5, §8).
+"""Training the JAMUN denoiser on shards at one fixed noise level (docs/design.md §5, §8).
 
 Each step: clean heavy-atom frames x of the global batch, x centred, y = x + sigma eta, y centred
 and Kabsch-aligned onto x (rotation only), loss = ``Denoiser.loss(x, y, graph)``, Adam.
@@ -62,7 +62,8 @@ class _Trainer:
     """One process's training run; rank 0 writes checkpoints and outputs."""
 
     def __init__(
-        self, shards_dir: Path, out_dir: Path, settings: dict, ctx: Context, validation_md: Sequence[Path],
+        self, train_shards: Path, val_shards: Path | None, out_dir: Path, settings: dict, ctx: Context,
+        validation_md: Sequence[Path],
         init_model: Path | None = None,
     ) -> None:
         self.s, self.ctx, self.out_dir, self.work = settings, ctx, out_dir, out_dir / ".work"
@@ -74,15 +75,14 @@ class _Trainer:
                   "model.ckpt will be the last state", file=sys.stderr)  # fmt: skip
         loads = self.checks_on and ctx.is_main
         self.check_peptides = [load_validation_peptide(d) for d in validation_md] if loads else []
-        self.train_data = ShardSplit(shards_dir / "train")
-        has_val = (shards_dir / "val" / MANIFEST).is_file()
-        self.val_data = ShardSplit(shards_dir / "val") if has_val else None
-        self.C = float(json.loads((shards_dir / "train" / STATS).read_text())["C"])
+        self.train_data = ShardSplit(train_shards)
+        self.val_data = ShardSplit(val_shards) if val_shards is not None else None
+        self.C = float(json.loads((train_shards / STATS).read_text())["C"])
         self.global_batch = settings["batch_size"] * ctx.world_size
         self.steps_per_epoch = self.train_data.n_frames // self.global_batch
         if self.steps_per_epoch == 0:
             raise ValueError(
-                f"{shards_dir / 'train'} holds {self.train_data.n_frames} frames, fewer than one global batch "
+                f"{train_shards} holds {self.train_data.n_frames} frames, fewer than one global batch "
                 f"({settings['batch_size']} x {ctx.world_size} processes); lower train.batch_size"
             )
         torch.manual_seed(settings["seed"])
@@ -99,7 +99,7 @@ class _Trainer:
                     if k not in _RESUMABLE_CHANGES or (k == "max_steps" and settings["lr_schedule"] != "constant")
                 },
                 "world_size": ctx.world_size,
-                "train_manifest_sha256": sha256_file(shards_dir / "train" / MANIFEST),
+                "train_manifest_sha256": sha256_file(train_shards / MANIFEST),
                 "sample_check_peptides": [Path(d).name for d in validation_md] if self.checks_on else [],
                 "initialised_from": self.initialised_from and self.initialised_from["sha256"],
             },
@@ -342,24 +342,27 @@ class _Trainer:
 
 
 def train(
-    shards_dir: Path,
+    train_shards: Path,
     out_dir: Path,
     train_cfg: Mapping,
     *,
+    val_shards: Path | None = None,
     validation_md: Sequence[Path] = (),
     init_model: Path | None = None,
     threads: int | None = None,
     nproc: int | None = None,
     interrupt_at_step: int | None = None,
 ) -> dict:
-    """Train a denoiser on ``shards_dir``/{train,val} and write ``out_dir``/{model.ckpt, metrics.csv,
-    loss.png, train.json}; resumes from ``out_dir``/.work/last.pt if present.
+    """Train a denoiser on the ``train_shards`` folder and write ``out_dir``/{model.ckpt,
+    metrics.csv, loss.png, train.json}; resumes from ``out_dir``/.work/last.pt if present.
 
     Parameters
     ----------
+    val_shards
+        The validation split's shard folder; None: no validation loss.
     train_cfg
-        The ``train:`` config section (see :data:`jamun.training.settings.TRAIN_DEFAULTS`);
-        ``batch_size`` is per process.
+        The ``train:`` config section; missing keys take the schema's defaults
+        (:func:`jamun.training.settings.train_settings`). ``batch_size`` is per process.
     validation_md
         MD folders (``results/md/<peptide>``: system.pdb, traj.xtc, topology.pdb) of the
         validation peptides for the sample checks that choose ``model.ckpt`` (with
@@ -380,11 +383,13 @@ def train(
     The ``train.json`` content (or ``{"interrupted_at_step": k}``).
     """
     settings = train_settings(train_cfg)
-    shards_dir, out_dir = Path(shards_dir), Path(out_dir)
+    train_shards, out_dir = Path(train_shards), Path(out_dir)
+    val_shards = Path(val_shards) if val_shards is not None else None
     nproc = nproc or max(1, settings["gpus"])
     if nproc > 1 and not in_launched_group():
         out_dir.mkdir(parents=True, exist_ok=True)
-        args = [str(shards_dir), str(out_dir), "--settings", json.dumps(dict(train_cfg))]
+        args = [str(train_shards), str(out_dir), "--settings", json.dumps(dict(train_cfg))]
+        args += ["--val-shards", str(val_shards)] if val_shards else []
         args += ["--validation-md", *map(str, validation_md)] if validation_md else []
         args += ["--init-model", str(init_model)] if init_model else []
         launch(nproc, args + (["--threads", str(threads)] if threads else []),
@@ -395,7 +400,7 @@ def train(
     ctx = setup(settings["gpus"])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        trainer = _Trainer(shards_dir, out_dir, settings, ctx, [Path(d) for d in validation_md],
+        trainer = _Trainer(train_shards, val_shards, out_dir, settings, ctx, [Path(d) for d in validation_md],
                            Path(init_model) if init_model else None)
         return trainer.run(interrupt_at_step)
     finally:
@@ -405,15 +410,17 @@ def train(
 def main(argv: list[str] | None = None) -> None:
     """Entry point for one (torchrun-launched) training process: ``python -m jamun.train``."""
     parser = argparse.ArgumentParser(prog="python -m jamun.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("shards_dir", help="folder with train/ and optionally val/ shards")
+    parser.add_argument("train_shards", help="the train split's shard folder")
     parser.add_argument("out_dir", help="output folder, e.g. results/train")
+    parser.add_argument("--val-shards", default=None, help="the validation split's shard folder")
     parser.add_argument("--settings", required=True, help="the train: config section as JSON")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the node, split between processes")
     parser.add_argument("--validation-md", nargs="+", default=[], metavar="DIR",
                         help="MD folders of the validation peptides for the sample checks (train.sample_check)")
     parser.add_argument("--init-model", default=None, help="start from this checkpoint's weights (warm start)")
     args = parser.parse_args(argv)
-    train(Path(args.shards_dir), Path(args.out_dir), json.loads(args.settings), threads=args.threads,
+    train(Path(args.train_shards), Path(args.out_dir), json.loads(args.settings), threads=args.threads,
+          val_shards=args.val_shards,
           validation_md=[Path(d) for d in args.validation_md], init_model=args.init_model)  # fmt: skip
 
 

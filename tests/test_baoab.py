@@ -1,4 +1,4 @@
-"""BAOAB walk-jump integrator on exact targets (DESIGN.md §6)."""
+"""BAOAB walk-jump integrator on exact targets (docs/design.md §6)."""
 
 from __future__ import annotations
 
@@ -188,6 +188,7 @@ def test_nonfinite_during_unsaved_steps_is_reported_at_its_first_step():
         ({"sigma": 0.1, "dt": -1.0}, "dt"),
         ({"sigma": 0.1, "mass": math.nan}, "mass"),
         ({"sigma": 0.1, "friction_per_step": -0.5}, "friction_per_step"),
+        ({"sigma": 0.1, "friction_per_step": 0.0}, "friction_per_step"),
         ({"sigma": 0.1, "score_clip": 0.0}, "score_clip"),
     ],
 )

@@ -31,16 +31,18 @@ def test_bad_sequence_fails_and_writes_nothing(tmp_path, bad, complaint):
 
 def test_simulate_without_built_structure_names_the_file(tmp_path):
     result = subprocess.run(
-        [JAMUN, "simulate", "GN", "-o", str(tmp_path / "GN"), "--config", "config/ci.yaml"],
+        [JAMUN, "simulate", "GN", "--system", str(tmp_path / "GN" / "system.pdb"), "-o", str(tmp_path / "GN"),
+         "--config", "config/ci.yaml"],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
     )
     assert result.returncode == 2
-    assert "system.pdb" in result.stderr and "jamun build GN" in result.stderr
+    assert str(tmp_path / "GN" / "system.pdb") in result.stderr and "jamun build GN" in result.stderr
+    assert not (tmp_path / "GN").exists()
 
 
 def test_missing_config_file_is_named(tmp_path):
     result = subprocess.run(
-        [JAMUN, "simulate", "GN", "-o", str(tmp_path), "--config", str(tmp_path / "nope.yaml")],
+        [JAMUN, "simulate", "GN", "--system", "GN.pdb", "-o", str(tmp_path), "--config", str(tmp_path / "nope.yaml")],
         capture_output=True, text=True,
     )
     assert result.returncode == 2 and "nope.yaml" in result.stderr
@@ -61,10 +63,33 @@ def test_train_names_a_validation_md_folder_without_md(tmp_path):
     (tmp_path / "AA").mkdir()
     (tmp_path / "AA" / "system.pdb").write_text("")
     result = subprocess.run(
-        [JAMUN, "train", "--shards", str(tmp_path / "shards"), "-o", str(tmp_path / "out"),
+        [JAMUN, "train", "--train-shards", str(tmp_path / "shards"), "-o", str(tmp_path / "out"),
          "--settings", '{"sample_check": {"every": 10}}', "--validation-md", str(tmp_path / "AA")],
         capture_output=True, text=True,
     )
     assert result.returncode == 2
     assert str(tmp_path / "AA") in result.stderr and "traj.xtc" in result.stderr and "jamun simulate" in result.stderr
     assert not (tmp_path / "out" / "model.ckpt").exists()
+
+
+MISSPELLED = {
+    "simulate": ["GN", "--system", "GN.pdb", "-o", "{out}"],
+    "shard": ["train", "--peptides", "train.txt", "--traj", "a.xtc", "--topology", "a.pdb", "-o", "{out}"],
+    "train": ["--train-shards", "shards", "-o", "{out}"],
+    "sample": ["GN", "--model", "pretrained", "--system", "GN.pdb", "-o", "{out}"],
+    "evaluate": ["GN", "--reference", "r.xtc", "r.json", "r.pdb", "--replicate", "p.xtc", "p.json",
+                 "--samples", "s.xtc", "s.json", "s.pdb", "-o", "{out}"],
+}
+
+
+@pytest.mark.parametrize("stage", sorted(MISSPELLED))
+def test_misspelled_setting_is_named_before_any_work(stage, tmp_path):
+    """A typo in a stage's settings: one line naming it and the valid keys, exit 2, nothing written."""
+    out = tmp_path / "out"
+    argv = [a.replace("{out}", str(out)) for a in MISSPELLED[stage]]
+    result = subprocess.run([JAMUN, stage, *argv, "--settings", '{"chainz": 4}'], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "unknown key 'chainz'" in line and "valid keys:" in line
+    assert not out.exists()

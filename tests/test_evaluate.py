@@ -6,7 +6,7 @@ import mdtraj
 import numpy as np
 import pytest
 
-from jamun.analysis import evaluate_peptide, summarize
+from jamun.analysis import EnsembleFiles, evaluate_peptide, summarize
 from jamun.analysis.dihedrals import backbone_dihedrals
 from jamun.analysis.evaluate import Ensembles, validity_section
 from jamun.analysis.summarize import HEADLINE, metrics_table
@@ -95,7 +95,7 @@ def run_dirs(tmp_path_factory):
 def evaluated(run_dirs):
     root, ref_dir, rep_dir, sam_dir = run_dirs
     out = root / "evaluate" / "AN"
-    metrics = evaluate_peptide("AN", ref_dir, rep_dir, sam_dir, out, EVAL_CFG, role="held-out")
+    metrics = evaluate_peptide("AN", EnsembleFiles.from_folders(ref_dir, rep_dir, sam_dir), out, EVAL_CFG, role="held-out")
     return out, metrics
 
 
@@ -273,13 +273,13 @@ def test_summarize_table_and_figure(evaluated, tmp_path):
 def test_bad_inputs_raise(run_dirs, tmp_path):
     _, ref_dir, rep_dir, sam_dir = run_dirs
     with pytest.raises(ValueError, match="role"):
-        evaluate_peptide("AN", ref_dir, rep_dir, sam_dir, tmp_path, EVAL_CFG, role="test")
+        evaluate_peptide("AN", EnsembleFiles.from_folders(ref_dir, rep_dir, sam_dir), tmp_path, EVAL_CFG, role="test")
     with pytest.raises(ValueError, match="not peptide"):
-        evaluate_peptide("GN", ref_dir, rep_dir, sam_dir, tmp_path, EVAL_CFG, role="train")
+        evaluate_peptide("GN", EnsembleFiles.from_folders(ref_dir, rep_dir, sam_dir), tmp_path, EVAL_CFG, role="train")
     with pytest.raises(ValueError, match="bins_2d"):
-        evaluate_peptide("AN", ref_dir, rep_dir, sam_dir, tmp_path, {"bins_2d": 3}, role="train")
+        evaluate_peptide("AN", EnsembleFiles.from_folders(ref_dir, rep_dir, sam_dir), tmp_path, {"bins_2d": 3}, role="train")
     with pytest.raises(FileNotFoundError, match="md.json"):
-        evaluate_peptide("AN", tmp_path, rep_dir, sam_dir, tmp_path, EVAL_CFG, role="train")
+        evaluate_peptide("AN", EnsembleFiles.from_folders(tmp_path, rep_dir, sam_dir), tmp_path, EVAL_CFG, role="train")
 
 
 def test_equal_time_prefix_from_timings():

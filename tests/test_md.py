@@ -13,9 +13,9 @@ import openmm.unit as unit
 import pytest
 from mdtraj.formats import XTCTrajectoryFile
 
-from jamun.md import (MDSettings, add_restraints, available_platforms, create_system, frame_count,
-                      load_system_pdb, plan_stages, remove_restraints, restraint_energy, select_platform,
-                      simulate)
+from jamun.md import (MDSettings, _resume_platform, add_restraints, available_platforms, create_system,
+                      frame_count, load_system_pdb, make_context, plan_stages, remove_restraints, restraint_energy,
+                      select_platform, simulate)
 from jamun.peptides import build_peptide
 
 MD_JSON_KEYS = {"forcefield", "water_model", "implicit_model", "protocol", "timestep_ps", "steps",
@@ -46,11 +46,10 @@ def test_settings_from_config_maps_sections():
     s = MDSettings.from_config(cfg)
     assert (s.protocol, s.platform, s.timestep_ps, s.hydrogen_mass_amu) == ("explicit", "CPU", 0.004, 1.5)
     assert (s.padding_nm, s.cutoff_nm, s.ionic_strength_molar, s.npt_ps) == (1.5, 1.0, 0.1, 500.0)
-    assert MDSettings.from_config({}) == MDSettings()
 
 
 @pytest.mark.parametrize("cfg, key", [
-    ({"protcol": "implicit"}, "md.protcol"),
+    ({"protcol": "implicit"}, "unknown key 'protcol' in md settings"),
     ({"protocol": "vacuum"}, "md.protocol"),
     ({"platform": "Metal"}, "md.platform"),
     ({"temperature_k": "300"}, "md.temperature_k"),
@@ -59,7 +58,7 @@ def test_settings_from_config_maps_sections():
     ({"save_every_ps": 0.003}, "md.save_every_ps"),
     ({"save_every_ps": 1.0, "checkpoint_every_ps": 2.5}, "md.checkpoint_every_ps"),
     ({"npt_ps": 10.0}, "md.npt_ps"),
-    ({"explicit": {"cutoff": 1.0}}, "md.explicit.cutoff"),
+    ({"explicit": {"cutoff": 1.0}}, "unknown key 'cutoff' in md.explicit settings"),
     ({"protocol": "explicit", "explicit": {"padding_nm": 0.8}}, "md.explicit.padding_nm"),
 ])
 def test_settings_errors_name_the_key(cfg, key):
@@ -68,7 +67,8 @@ def test_settings_errors_name_the_key(cfg, key):
 
 
 def test_frame_count_and_stages():
-    s = MDSettings.from_config({"protocol": "explicit", "nvt_ps": 1.0, "npt_ps": 2.0, "save_every_ps": 0.5})
+    s = MDSettings.from_config({"protocol": "explicit", "timestep_fs": 2.0, "hydrogen_mass_amu": None, "nvt_ps": 1.0,
+                                "npt_ps": 2.0, "save_every_ps": 0.5})
     assert frame_count(0.004, s) == 8
     with pytest.raises(ValueError, match="length_ns"):
         frame_count(0.00425, s)
@@ -79,7 +79,7 @@ def test_frame_count_and_stages():
 
 def test_restraint_energy_zero_after_removal(ala_pdb):
     pdb = load_system_pdb(ala_pdb)
-    settings = MDSettings(**TINY)
+    settings = MDSettings.from_config(TINY)
     prepared = create_system(pdb.topology, pdb.positions, settings)
     reference = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     add_restraints(prepared, reference, k=1000.0)
@@ -100,7 +100,7 @@ def test_restraint_energy_zero_after_removal(ala_pdb):
 
 def test_explicit_restraints_use_minimum_image(gly_pdb):
     pdb = load_system_pdb(gly_pdb)
-    settings = MDSettings(protocol="explicit", platform="CPU")
+    settings = MDSettings.from_config({"protocol": "explicit", "platform": "CPU"})
     prepared = create_system(pdb.topology, pdb.positions, settings, seed=1)
     assert prepared.solvent["HOH"] > 300 and prepared.periodic
     xyz = np.asarray(prepared.positions.value_in_unit(unit.nanometer))
@@ -116,8 +116,8 @@ def test_explicit_restraints_use_minimum_image(gly_pdb):
 
 def test_explicit_npt_changes_volume_and_keeps_box(gly_pdb, tmp_path):
     """Smallest capped peptide (ACE-GLY-NME), TIP3P, barostat during NPT and production."""
-    settings = MDSettings(protocol="explicit", platform="CPU", nvt_ps=0.2, npt_ps=1.0, save_every_ps=0.1,
-                          checkpoint_every_ps=0.2)
+    settings = MDSettings.from_config({"protocol": "explicit", "platform": "CPU", "nvt_ps": 0.2, "npt_ps": 1.0,
+                                       "save_every_ps": 0.1, "checkpoint_every_ps": 0.2})
     md = simulate(gly_pdb, tmp_path, length_ns=0.0002, seed=2, settings=settings, progress=False)
     volumes = md["explicit"]["box_volume_nm3_start"], md["explicit"]["box_volume_nm3_end"]
     assert volumes[0] != volumes[1]
@@ -143,7 +143,7 @@ KILL_SCRIPT = textwrap.dedent("""
 
     md._write_checkpoint = crash_at
     md.simulate(sys.argv[1], sys.argv[2], length_ns=0.003, seed=3,
-                settings=md.MDSettings(**json.loads(sys.argv[3])), progress=False)
+                settings=md.MDSettings.from_config(json.loads(sys.argv[3])), progress=False)
 """)
 
 
@@ -168,7 +168,7 @@ def test_kill_and_resume_gives_exact_frames(ala_pdb, tmp_path):
     run["platform"] = "CPU" if run["platform"] == "Reference" else "Reference"
     (work / "run.json").write_text(json.dumps(run))
 
-    md = simulate(ala_pdb, out, length_ns=0.003, seed=3, settings=MDSettings(**settings), progress=False)
+    md = simulate(ala_pdb, out, length_ns=0.003, seed=3, settings=MDSettings.from_config(settings), progress=False)
     assert md["platform"] == run["platform"] and md["resumes"] == 1
     assert md["n_frames"] == 30 and not work.exists()
     traj = mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb"))
@@ -184,20 +184,82 @@ def test_stale_work_folder_is_discarded(ala_pdb, tmp_path):
     work.mkdir()
     (work / "run.json").write_text(json.dumps({"fingerprint": {"seed": -1}}))
     (work / "checkpoint.json").write_text("{}")
-    md = simulate(ala_pdb, tmp_path, length_ns=0.001, seed=1, settings=MDSettings(**TINY), progress=False)
+    md = simulate(ala_pdb, tmp_path, length_ns=0.001, seed=1, settings=MDSettings.from_config(TINY), progress=False)
     assert md["resumes"] == 0 and md["n_frames"] == 10 and not work.exists()
     assert MD_JSON_KEYS <= set(md) and md["implicit_model"] and md["water_model"] is None
 
 
 def test_select_platform(ala_pdb):
     pdb = load_system_pdb(ala_pdb)
-    prepared = create_system(pdb.topology, pdb.positions, MDSettings())
-    fixed = select_platform(prepared.system, prepared.positions, MDSettings(platform="Reference"))
+    prepared = create_system(pdb.topology, pdb.positions, MDSettings.from_config({}))
+    fixed = select_platform(prepared.system, prepared.positions, MDSettings.from_config({"platform": "Reference"}))
     assert fixed == ("Reference", {})
-    name, timings = select_platform(prepared.system, prepared.positions, MDSettings(platform="auto"))
+    name, timings = select_platform(prepared.system, prepared.positions, MDSettings.from_config({"platform": "auto"}))
     assert name == max(timings, key=timings.get) and all(v > 0 for v in timings.values())
     missing = next((p for p in ("CUDA", "OpenCL") if p not in available_platforms()), None)
     if missing is None:
         pytest.skip("every platform is available here")
     with pytest.raises(ValueError, match="md.platform"):
-        select_platform(prepared.system, prepared.positions, MDSettings(platform=missing))
+        select_platform(prepared.system, prepared.positions, MDSettings.from_config({"platform": missing}))
+
+
+@pytest.fixture
+def contexts_made(monkeypatch):
+    """(platform, its Threads property or None) of every OpenMM Context created during the test."""
+    made = []
+
+    class Recorded(openmm.Context):
+        def __init__(self, *args):
+            super().__init__(*args)
+            platform = self.getPlatform()
+            threads = platform.getPropertyValue(self, "Threads") if platform.getName() == "CPU" else None
+            made.append((platform.getName(), threads))
+
+    monkeypatch.setattr(openmm, "Context", Recorded)
+    return made
+
+
+def test_make_context_gives_cpu_platform_the_threads():
+    system = openmm.System()
+    system.addParticle(1.0)
+    for threads in (1, 2):
+        context = make_context(system, openmm.VerletIntegrator(0.001), "CPU", threads)
+        assert context.getPlatform().getPropertyValue(context, "Threads") == str(threads)
+    assert make_context(system, openmm.VerletIntegrator(0.001), "Reference", 1).getPlatform().getName() == "Reference"
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            make_context(system, openmm.VerletIntegrator(0.001), "CPU", bad)
+
+
+def test_platform_probe_runs_cpu_with_the_jobs_threads(ala_pdb, contexts_made):
+    pdb = load_system_pdb(ala_pdb)
+    prepared = create_system(pdb.topology, pdb.positions, MDSettings.from_config({}))
+    auto = MDSettings.from_config({"platform": "auto"})
+    name, timings = select_platform(prepared.system, prepared.positions, auto, threads=1)
+    assert "CPU" in timings and name == max(timings, key=timings.get)
+    assert [threads for platform, threads in contexts_made if platform == "CPU"] == ["1"]
+
+
+def test_simulate_runs_cpu_platform_with_threads(ala_pdb, tmp_path, contexts_made):
+    cpu = MDSettings.from_config(dict(TINY, platform="CPU"))
+    md = simulate(ala_pdb, tmp_path, length_ns=0.001, seed=1, settings=cpu, threads=1, progress=False)
+    assert contexts_made == [("CPU", "1"), ("CPU", "1")]  # minimization, then equilibration and production
+    assert md["platform"] == "CPU" and md["threads"] == 1
+    with pytest.raises(ValueError, match="threads"):
+        simulate(ala_pdb, tmp_path / "bad", length_ns=0.001, seed=1, settings=MDSettings.from_config(TINY), threads=0)
+
+
+def test_resume_platform_reprobes_auto_for_other_threads(ala_pdb, tmp_path, contexts_made):
+    pdb = load_system_pdb(ala_pdb)
+    prepared = create_system(pdb.topology, pdb.positions, MDSettings.from_config({}))
+    auto = MDSettings.from_config({"platform": "auto"})
+    run = {"platform": "CPU", "platform_ns_per_day": {"CPU": 1.0}}  # chosen before threads were recorded
+    _resume_platform(tmp_path, run, prepared, auto, threads=1)
+    assert run["threads"] == 1 and run["platform_ns_per_day"]["CPU"] != 1.0 and ("CPU", "1") in contexts_made
+    assert json.loads((tmp_path / "run.json").read_text()) == run
+    contexts_made.clear()
+    _resume_platform(tmp_path, run, prepared, auto, threads=1)  # same threads: the choice stands
+    named = {"platform": "CPU", "platform_ns_per_day": {}, "threads": None}
+    cpu = MDSettings.from_config({"platform": "CPU"})
+    _resume_platform(tmp_path, named, prepared, cpu, threads=2)  # a named platform stays
+    assert contexts_made == [] and named == {"platform": "CPU", "platform_ns_per_day": {}, "threads": 2}

@@ -207,7 +207,7 @@ def test_c_in_normalises_built_structures(tmp_path: Path) -> None:
         built = mdtraj.load(builder.build_peptide(sequence, tmp_path / f"{sequence}.pdb"))
         x = torch.tensor(built.atom_slice(built.topology.select("not element H")).xyz[0], dtype=torch.float64)
         i, j = torch.triu_indices(len(x), len(x), offset=1)
-        pairs = (x[i] - x[j]).norm(dim=1) < 1.0  # the pair set of C (DESIGN.md §10)
+        pairs = (x[i] - x[j]).norm(dim=1) < 1.0  # the pair set of C (docs/design.md §10)
         i, j = i[pairs], j[pairs]
         clean.append(x[i] - x[j])
         for _ in range(20):
@@ -252,11 +252,11 @@ def test_config_forms_and_defaults() -> None:
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"num_layer": 3}, "unknown model config keys"),
+        ({"num_layer": 3}, "unknown key 'num_layer' in train.model settings"),
         ({"hidden_irreps": "16x0e + 4x1o"}, "0e and 1e"),
         ({"hidden_irreps": "16x0e"}, "0e and 1e"),
         ({"hidden_irreps": "sixteen"}, "not an e3nn irreps"),
-        ({"num_layers": 1}, "mirror"),
+        ({"num_layers": 1}, "train.model.num_layers = 1: must be an integer >= 2"),
         ({"radial_hidden": 0}, "radial_hidden"),
         ({"r_cut_nm": -0.5}, "r_cut_nm"),
         ({"sigma_nm": 0.0}, "sigma"),

@@ -153,3 +153,11 @@ def test_shipped_registry_is_valid_and_its_checksums_match() -> None:
         assert (PRETRAINED_DIR / entry["card"]).is_file(), name
         assert file_sha256(PRETRAINED_DIR / entry["weights"]) == entry["sha256"], name
         assert resolve_model(name) == PRETRAINED_DIR / entry["weights"]
+
+
+def test_fingerprint_is_the_weights_checksum_or_a_warned_reason(shipped, tmp_path: Path) -> None:
+    """What the workflow tracks for `pretrained_model`: the sha256, or why it cannot load."""
+    checkpoint, _ = shipped
+    assert pretrained.model_fingerprint(checkpoint) == file_sha256(checkpoint)
+    with pytest.warns(UserWarning, match="nope.ckpt"):
+        assert pretrained.model_fingerprint(tmp_path / "nope.ckpt").startswith("unresolved: model checkpoint")

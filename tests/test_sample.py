@@ -120,7 +120,7 @@ def test_two_different_peptides_share_one_batch(inputs):
         traj = mdtraj.load(str(inputs[name]))
         features = topology_features(traj.topology)
         systems.append((features, torch.from_numpy(traj.xyz[0, features.heavy_atom_indices])))
-    settings = SampleSettings(chains=3, steps=4)
+    settings = SampleSettings.from_config({"chains": 3, "steps": 4})
 
     saved = list(walk_jump_peptides(FeatureTarget(), systems, settings, sequences=["AA", "GN"]))
     assert [step for step, _ in saved] == [1, 2, 3, 4]
@@ -193,22 +193,23 @@ def test_initial_positions_add_sigma_noise_to_one_structure_or_spread_frames():
 
 
 def test_settings_reject_unknown_keys_and_empty_walks():
-    with pytest.raises(ValueError, match=r"chainz.*valid keys.*chains"):
+    with pytest.raises(ValueError, match=r"unknown key 'chainz' in sample settings; valid keys: chains, "):
         SampleSettings.from_config({"chainz": 4})
-    with pytest.raises(ValueError, match="save_every"):
-        SampleSettings(steps=10, burn_in=8, save_every=3)
-    with pytest.raises(ValueError, match="chains"):
-        SampleSettings(chains=0)
-    assert SampleSettings(steps=10, burn_in=2, save_every=3).samples_per_chain == 2
+    with pytest.raises(ValueError, match=r"sample\.steps .*sample\.burn_in .*sample\.save_every"):
+        SampleSettings.from_config({"steps": 10, "burn_in": 8, "save_every": 3})
+    with pytest.raises(ValueError, match=r"sample\.chains = 0: must be an integer >= 1"):
+        SampleSettings.from_config({"chains": 0})
+    assert SampleSettings.from_config({"steps": 10, "burn_in": 2, "save_every": 3}).samples_per_chain == 2
 
 
 def test_score_clip_is_a_jump_length_in_sigma_units():
     # 4 sigma is the design's 100 nm^-1 at sigma = 0.04 nm and twice that at half the noise.
-    assert SampleSettings().integrator(0.04).score_clip == pytest.approx(100.0)
-    assert SampleSettings().integrator(0.02).score_clip == pytest.approx(200.0)
-    assert SampleSettings(score_clip_sigmas=None).integrator(0.02).score_clip is None
+    settings = SampleSettings.from_config({"score_clip_sigmas": 4.0})
+    assert settings.integrator(0.04).score_clip == pytest.approx(100.0)
+    assert settings.integrator(0.02).score_clip == pytest.approx(200.0)
+    assert SampleSettings.from_config({"score_clip_sigmas": None}).integrator(0.02).score_clip is None
     with pytest.raises(ValueError, match="score_clip_sigmas"):
-        SampleSettings(score_clip_sigmas=0.0)
+        SampleSettings.from_config({"score_clip_sigmas": 0.0})
 
 
 def test_bad_inputs_are_named(inputs, tmp_path):
@@ -230,13 +231,9 @@ def test_cli_samples_several_peptides_in_one_batch(inputs, tmp_path):
     """`jamun sample AA GN -o ROOT` writes ROOT/AA and ROOT/GN, identical to one sample_peptides batch."""
     from jamun.cli import main
 
-    md_root = tmp_path / "md"
-    for peptide in ("AA", "GN"):
-        (md_root / peptide).mkdir(parents=True)
-        (md_root / peptide / "system.pdb").write_bytes(inputs[peptide].read_bytes())
     settings = json.dumps({"chains": 2, "steps": 4, "seed": 3})
     assert main(["sample", "AA", "GN", "--model", str(inputs["model"]), "-o", str(tmp_path / "cli"),
-                 "--md-root", str(md_root), "--device", "cpu", "--settings", settings]) == 0
+                 "--system", str(inputs["AA"]), str(inputs["GN"]), "--device", "cpu", "--settings", settings]) == 0
     targets = [SampleTarget(p, inputs[p], tmp_path / "api" / p) for p in ("AA", "GN")]
     sample_peptides(targets, inputs["model"], device="cpu", progress=False, chains=2, steps=4, seed=3)
     for peptide in ("AA", "GN"):

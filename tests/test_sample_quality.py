@@ -133,7 +133,7 @@ def test_two_peptides_in_one_walk_are_scored_separately_and_averaged(md):
     torch.manual_seed(0)
     denoiser = jamun.model.Denoiser({"sigma_nm": 0.04, "hidden_irreps": "4x0e + 2x1e", "num_layers": 2,
                                      "num_radial": 4, "radial_hidden": 8}, C=0.1)  # fmt: skip
-    scores = sample_quality(denoiser, peptides, {"chains": 2, "steps": 4}, bins=12)
+    scores = sample_quality(denoiser, peptides, {"chains": 2, "steps": 4}, bond_tolerance_nm=0.02, bins=12)
     assert set(scores) == {"A", "GN", "mean"}
     for column in QUALITY_COLUMNS:
         assert scores["mean"][column] == pytest.approx((scores["A"][column] + scores["GN"][column]) / 2)
@@ -145,11 +145,11 @@ def test_sample_quality_is_seeded_and_leaves_the_global_rng_alone(md):
     np.random.seed(123)
     random.seed(123)
     before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
-    first = sample_quality(Scatter(), [peptide], WALK, bins=12)
+    first = sample_quality(Scatter(), [peptide], WALK, bond_tolerance_nm=0.02, bins=12)
     assert torch.equal(torch.get_rng_state(), before[0])
     assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]
-    assert sample_quality(Scatter(), [peptide], WALK, bins=12) == first
-    assert sample_quality(Scatter(), [peptide], {**WALK, "seed": 1}, bins=12) != first
+    assert sample_quality(Scatter(), [peptide], WALK, bond_tolerance_nm=0.02, bins=12) == first
+    assert sample_quality(Scatter(), [peptide], {**WALK, "seed": 1}, bond_tolerance_nm=0.02, bins=12) != first
 
 
 def test_missing_md_files_are_named(tmp_path):

@@ -5,12 +5,13 @@ and the real snakemake-executor-plugin-slurm, but ``sbatch``/``srun``/``sacct``/
 tests/fake_slurm (see its docstring): sbatch records its arguments and runs the job here, so the
 whole path runs: plugin -> sbatch -> job-step plugin -> ``srun -n1`` -> the rule's shell command.
 
-How we avoid real MD, shards and training: a job's inputs are placeholder files, and the two
-programs the rules call, ``jamun`` and ``torchrun``, are stand-ins put first on PATH that record
-their arguments and create the outputs the rule declares. So every job succeeds in seconds, and
-the test can check what matters here: the flags SLURM received (GPU request present,
-``--ntasks-per-gpu`` absent), that the multi-GPU ``train`` rule ran once, under one ``torchrun``
-that starts one process per GPU. (The real 2-process gloo DDP run is in tests/test_train.py.)
+How we avoid real MD, shards and training: a job's inputs are placeholder files, and the
+program the rules call, ``jamun``, is a stand-in put first on PATH that records its arguments
+and creates the outputs the rule declares. So every job succeeds in seconds, and the test can
+check what matters here: the flags SLURM received (GPU request present, ``--ntasks-per-gpu``
+absent), and that the multi-GPU ``train`` rule ran once, as one ``jamun train`` in one task, which
+starts one process per GPU itself (the real 2-process gloo run through torchrun is in
+tests/test_train.py).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ SLURM_ENV = {
 # Test-speed overrides of the profile: poll after 1 s (not 40 s), no retries, short latency wait.
 FAST = ["--slurm-init-seconds-before-status-checks", "1", "--retries", "0", "--latency-wait", "5"]
 
-# Stand-in for `jamun` and `torchrun`: records its call, creates what the rule declares in -o DIR.
+# Stand-in for `jamun`: records its call, creates what the rule declares in -o DIR.
 STUB = f"""#!{sys.executable}
 import json, os, sys
 from pathlib import Path
@@ -54,7 +55,7 @@ argv = sys.argv[1:]
 name = Path(sys.argv[0]).name
 with open(Path(os.environ["FAKE_SLURM_DIR"]) / "programs.jsonl", "a") as log:
     log.write(json.dumps({{"cmd": name, "argv": argv}}) + "\\n")
-command = argv[argv.index("jamun.cli") + 1] if name == "torchrun" else argv[0]
+command = argv[0]
 out_dir = Path(argv[argv.index("-o") + 1])
 out_dir.mkdir(parents=True, exist_ok=True)
 for file in OUTPUTS[command]:
@@ -123,12 +124,11 @@ class ClusterRun:
 
 
 def fake_cluster_env(work: Path, slurm_env: dict[str, str]) -> dict[str, str]:
-    """Environment with the fake SLURM and the jamun/torchrun stand-ins first on PATH."""
+    """Environment with the fake SLURM and the jamun stand-in first on PATH."""
     stubs = work.parent / "stubs"
     stubs.mkdir(exist_ok=True)
-    for name in ("jamun", "torchrun"):
-        (stubs / name).write_text(STUB)
-        (stubs / name).chmod(0o755)
+    (stubs / "jamun").write_text(STUB)
+    (stubs / "jamun").chmod(0o755)
     return clean_env() | slurm_env | {
         "FAKE_SLURM_DIR": str(work.parent / "fake_slurm_state"),
         "PATH": os.pathsep.join([str(FAKE_SLURM), str(stubs), str(BIN), os.environ["PATH"]]),
@@ -171,9 +171,9 @@ def profile_resources(rule: str) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> ClusterRun:
-    """One run on the fake cluster: train on 2 GPUs, then sample GN; CPU MD of GN alongside."""
+    """One run on the fake cluster: train on 2 GPUs, then sample GN on one; CPU MD of GN alongside."""
     work = copy_workflow(tmp_path_factory.mktemp("slurm"))
-    config = write_config(work, train={"gpus": 2}, md={"platform": "CPU"})
+    config = write_config(work, train={"gpus": 2}, md={"platform": "CPU"}, sample={"device": "cuda"})
     placeholders(
         work,
         "results/shards/train/manifest.csv",
@@ -199,13 +199,13 @@ def test_train_job_requests_gpus_without_ntasks_per_gpu(cluster):
     assert flag(sbatch, "-A") == "fake_account"
 
 
-def test_train_runs_once_under_torchrun(cluster):
-    """Inside the job: one `srun -n1` step with both GPUs, one torchrun, 2 processes per node."""
+def test_train_runs_once_in_one_task(cluster):
+    """Inside the job: one `srun -n1` step with both GPUs running one `jamun train` (which starts
+    one process per GPU itself), with train.gpus = 2 in its settings."""
     [srun] = [c["argv"] for c in cluster.slurm if c["cmd"] == "srun" and "train:" in c["argv"]]
     assert "-n1" in srun and flag(srun, "--gpus") == "2"
-    [launch] = [c for c in cluster.programs if c["cmd"] == "torchrun"]
-    assert launch["argv"][:4] == ["--standalone", "--nproc_per_node=2", "-m", "jamun.cli"]
-    assert not [c for c in cluster.programs if c["cmd"] == "jamun" and c["argv"][0] == "train"]
+    [launch] = [c["argv"] for c in cluster.programs if c["argv"][0] == "train"]
+    assert json.loads(flag(launch, "--settings"))["gpus"] == 2
     assert (cluster.work / "results/train/model.ckpt").read_text() == "stand-in"
 
 
@@ -251,16 +251,14 @@ def dry_run(work: Path, targets: list[str], configfile: str) -> str:
     return proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize(
-    "gpus, launcher",
-    [(1, "jamun train"), (2, "torchrun --standalone --nproc_per_node=2 -m jamun.cli train")],
-)
-def test_train_launcher(workdir, gpus, launcher):
-    """More than one GPU: the rule's one task starts one DDP process per GPU through torchrun."""
-    config = write_config(workdir, train={"gpus": gpus})
-    output = dry_run(workdir, ["results/train/model.ckpt"], config)
-    [command] = [line for line in output.splitlines() if " train --shards " in line]
-    assert command.split(": ", 1)[1].startswith(launcher + " --shards"), command
+@pytest.mark.parametrize("val", ["", "AG\n"])
+def test_train_gets_a_validation_split_only_from_a_val_list(workdir, val):
+    """An empty val list: no val shard job, no --val-shards; a listed peptide: both."""
+    (workdir / "config/peptides/ci_val.txt").write_text(val)
+    output = dry_run(workdir, ["results/train/model.ckpt"], "config/ci.yaml")
+    [command] = [line for line in output.splitlines() if "jamun train " in line]
+    assert ("--val-shards results/shards/val" in command) == bool(val), command
+    assert ("results/shards/val/manifest.csv" in output) == bool(val)
 
 
 def test_cuda_md_requests_a_gpu(workdir):

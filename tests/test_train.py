@@ -56,6 +56,12 @@ def validation_md(shards):
 CHECKS = {"every": 2, "chains": 2, "steps": 3, "burn_in": 1}
 
 
+def train_on(shards: Path, out_dir: Path, cfg: dict, **options) -> dict:
+    """``train`` on ``shards``/train, with ``shards``/val as the validation split where it exists."""
+    val = shards / "val"
+    return train(shards / "train", out_dir, cfg, val_shards=val if val.is_dir() else None, **options)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     torch.set_num_threads(1)
@@ -66,7 +72,7 @@ def state_dict(path: Path) -> dict:
 
 
 def test_outputs_and_a_standalone_model(tmp_path, shards):
-    summary = train(shards, tmp_path, TINY)
+    summary = train_on(shards, tmp_path, TINY)
     assert {p.name for p in tmp_path.iterdir()} == {"model.ckpt", "metrics.csv", "loss.png", "train.json"}
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics["step"]) == [0, 4, 8]
@@ -84,14 +90,14 @@ def test_outputs_and_a_standalone_model(tmp_path, shards):
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path, shards):
     cfg = {**TINY, "ema_decay": 0.9, "grad_clip": 0.5}
-    train(shards, tmp_path / "straight", cfg)
-    assert train(shards, tmp_path / "resumed", cfg, interrupt_at_step=5) == {"interrupted_at_step": 5}
+    train_on(shards, tmp_path / "straight", cfg)
+    assert train_on(shards, tmp_path / "resumed", cfg, interrupt_at_step=5) == {"interrupted_at_step": 5}
     work = tmp_path / "resumed" / ".work"
     assert sorted(p.name for p in work.glob("*.pt")) == ["last.pt", "step_00000003.pt"]
     assert not (tmp_path / "resumed" / "model.ckpt").exists()
     # A kill between checkpoints leaves the step-3 checkpoint as last.pt: resume from there.
     shutil.copy(work / "step_00000003.pt", work / "last.pt")
-    summary = train(shards, tmp_path / "resumed", cfg)
+    summary = train_on(shards, tmp_path / "resumed", cfg)
     assert summary["resumed_from_steps"] == [3]
     straight, resumed = state_dict(tmp_path / "straight" / "model.ckpt"), state_dict(tmp_path / "resumed" / "model.ckpt")
     for name in straight:
@@ -103,8 +109,8 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, shards):
 
 
 def test_warm_start_begins_where_the_earlier_model_ended(tmp_path, shards):
-    first = train(shards, tmp_path / "first", TINY)
-    second = train(shards, tmp_path / "second", {**TINY, "max_steps": 4}, init_model=tmp_path / "first" / "model.ckpt")
+    first = train_on(shards, tmp_path / "first", TINY)
+    second = train_on(shards, tmp_path / "second", {**TINY, "max_steps": 4}, init_model=tmp_path / "first" / "model.ckpt")
     # The untrained baseline of the warm start (step 0, same fixed validation noise) is the
     # earlier model's final validation loss: training starts from its weights.
     baseline = pd.read_csv(tmp_path / "second" / "metrics.csv")["val_loss"].iloc[0]
@@ -113,25 +119,25 @@ def test_warm_start_begins_where_the_earlier_model_ended(tmp_path, shards):
     assert second["initialised_from"]["steps"] == 8 and second["steps"] == 4
     wider = {**TINY, "model": {**TINY["model"], "hidden_irreps": "8x0e + 2x1e"}}
     with pytest.raises(ValueError, match="first/model.ckpt"):
-        train(shards, tmp_path / "wider", wider, init_model=tmp_path / "first" / "model.ckpt")
+        train_on(shards, tmp_path / "wider", wider, init_model=tmp_path / "first" / "model.ckpt")
 
 
 def test_checkpoint_from_other_settings_is_ignored(tmp_path, shards):
-    train(shards, tmp_path / "other", {**TINY, "lr": 0.01}, interrupt_at_step=4)
+    train_on(shards, tmp_path / "other", {**TINY, "lr": 0.01}, interrupt_at_step=4)
     shutil.copytree(tmp_path / "other", tmp_path / "run")
-    summary = train(shards, tmp_path / "run", TINY)
+    summary = train_on(shards, tmp_path / "run", TINY)
     assert summary["resumed_from_steps"] == []
-    train(shards, tmp_path / "fresh", TINY)
+    train_on(shards, tmp_path / "fresh", TINY)
     for name, value in state_dict(tmp_path / "fresh" / "model.ckpt").items():
         torch.testing.assert_close(state_dict(tmp_path / "run" / "model.ckpt")[name], value, rtol=0, atol=0)
 
 
 def test_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, shards, validation_md):
     cfg = {**TINY, "max_steps": 3, "val_every": 3, "checkpoint_every": 10}
-    one = train(shards, tmp_path / "one", {**cfg, "batch_size": 4})
+    one = train_on(shards, tmp_path / "one", {**cfg, "batch_size": 4})
     # Rank 0 alone walks the final sample check (step 3, so the kept state is the last one) while
     # rank 1 finishes.
-    two = train(shards, tmp_path / "two", {**cfg, "batch_size": 2, "sample_check": {**CHECKS, "every": 10}},
+    two = train_on(shards, tmp_path / "two", {**cfg, "batch_size": 2, "sample_check": {**CHECKS, "every": 10}},
                 nproc=2, threads=2, validation_md=validation_md)  # torchrun, gloo
     assert two["selected_step"] == 3 and two["selected_by"] == "sample_error"
     assert set(two["selected_sample_check"]["peptides"]) == {"A", "GN"}
@@ -157,13 +163,13 @@ def test_nan_loss_stops_with_the_step_and_keeps_last_checkpoint(tmp_path, shards
 
     monkeypatch.setattr(jamun.model.Denoiser, "loss", loss)
     with pytest.raises(FloatingPointError, match="step 5 is not finite"):
-        train(shards, tmp_path, {**TINY, "val_every": 100})
+        train_on(shards, tmp_path, {**TINY, "val_every": 100})
     assert torch.load(tmp_path / ".work" / "last.pt", weights_only=True)["step"] == 3
     assert not (tmp_path / "model.ckpt").exists()
 
 
 def test_time_cap_stops_early(tmp_path, shards):
-    summary = train(shards, tmp_path, {**TINY, "max_minutes": 1e-6})
+    summary = train_on(shards, tmp_path, {**TINY, "max_minutes": 1e-6})
     assert summary["stopped_by"] == "max_minutes" and summary["steps"] == 1
     assert pd.read_csv(tmp_path / "metrics.csv")["step"].iloc[-1] == 1
 
@@ -174,11 +180,11 @@ def test_corrupt_shard_stops_training_naming_the_file(tmp_path, shards):
     victim = copy / "train" / "shard_00001.frames.npy"
     victim.write_bytes(victim.read_bytes()[:-8])
     with pytest.raises(ValueError, match="shard_00001.frames.npy"):
-        train(copy, tmp_path / "out", TINY)
+        train_on(copy, tmp_path / "out", TINY)
 
 
 def test_sample_checks_on_md_fill_metrics_and_train_json(tmp_path, shards, validation_md, capfd):
-    summary = train(shards, tmp_path, {**TINY, "sample_check": {**CHECKS, "every": 4}}, validation_md=validation_md)
+    summary = train_on(shards, tmp_path, {**TINY, "sample_check": {**CHECKS, "every": 4}}, validation_md=validation_md)
     metrics = pd.read_csv(tmp_path / "metrics.csv").set_index("step")
     assert list(metrics.index) == [0, 4, 8] and metrics.loc[0, list(QUALITY_COLUMNS)].isna().all()
     assert metrics.loc[[4, 8], ["valid", "bonds_ok", "l_chirality_ok", "left_molecule"]].stack().between(0, 1).all()
@@ -212,7 +218,7 @@ def test_checkpoint_kept_is_the_checked_state_with_the_lowest_sample_error(tmp_p
     scorer = ChosenErrors([0.9, 0.2, 0.5, 0.2])  # steps 2, 4, 6, 8; a tie keeps the earlier state
     monkeypatch.setattr(jamun.train, "sample_quality", scorer)
     cfg = {**TINY, "ema_decay": 0.9, "val_every": 3, "sample_check": CHECKS}
-    summary = train(shards, tmp_path, cfg, validation_md=validation_md)
+    summary = train_on(shards, tmp_path, cfg, validation_md=validation_md)
     assert (summary["selected_step"], summary["selected_by"]) == (4, "sample_error")
     assert summary["selected_sample_check"]["mean"]["sample_error"] == 0.2
     kept = state_dict(tmp_path / "model.ckpt")
@@ -241,12 +247,12 @@ def test_resume_with_sample_checks_is_exact_and_keeps_the_best_state(tmp_path, s
         return scores
 
     monkeypatch.setattr(jamun.train, "sample_quality", distance_from_initial)
-    straight = train(shards, tmp_path / "straight", cfg, validation_md=validation_md)
+    straight = train_on(shards, tmp_path / "straight", cfg, validation_md=validation_md)
     assert straight["selected_step"] == 2
-    train(shards, tmp_path / "resumed", cfg, validation_md=validation_md, interrupt_at_step=5)
+    train_on(shards, tmp_path / "resumed", cfg, validation_md=validation_md, interrupt_at_step=5)
     work = tmp_path / "resumed" / ".work"
     shutil.copy(work / "step_00000003.pt", work / "last.pt")
-    resumed = train(shards, tmp_path / "resumed", cfg, validation_md=validation_md)
+    resumed = train_on(shards, tmp_path / "resumed", cfg, validation_md=validation_md)
     assert resumed["resumed_from_steps"] == [3]
     assert resumed["sample_checks"] == straight["sample_checks"] and resumed["selected_step"] == 2
     a, b = state_dict(tmp_path / "straight" / "model.ckpt"), state_dict(tmp_path / "resumed" / "model.ckpt")
@@ -260,13 +266,13 @@ def test_resume_with_sample_checks_is_exact_and_keeps_the_best_state(tmp_path, s
 @pytest.mark.parametrize(
     "sample_check, message",
     [
-        ({"evry": 5}, r"unknown train.sample_check keys \['evry'\]"),
-        ({"every": 0}, "train.sample_check.every must be a positive integer or null"),
+        ({"evry": 5}, r"unknown key 'evry' in train\.sample_check settings; valid keys: every, chains, "),
+        ({"every": 0}, r"train\.sample_check\.every = 0: must be null or an integer >= 1"),
         ({"every": 10, "chains": 0}, "train.sample_check.chains"),
-        ({"steps": 20, "burn_in": 20}, "train.sample_check.burn_in"),
+        ({"steps": 20, "burn_in": 20}, r"sample_check\.burn_in = 20 must be less than train\.sample_check\.steps"),
         ({"bond_tolerance_nm": -0.1}, "train.sample_check.bond_tolerance_nm"),
         ({"bins_rama": 2.5}, "train.sample_check.bins_rama"),
-        (10, "train.sample_check must be a mapping"),
+        (10, r"train\.sample_check = 10: must be a mapping"),
     ],
 )
 def test_bad_sample_check_settings_are_named(sample_check, message):
@@ -275,15 +281,15 @@ def test_bad_sample_check_settings_are_named(sample_check, message):
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match="unknown train config keys \\['learning_rate'\\]"):
+    with pytest.raises(ValueError, match="unknown key 'learning_rate' in train settings; valid keys: sigma_nm, "):
         train_settings({**TINY, "learning_rate": 1.0})
     with pytest.raises(ValueError, match="train.batch_size"):
         train_settings({**TINY, "batch_size": 0})
     with pytest.raises(ValueError, match="train.ema_decay"):
         train_settings({**TINY, "ema_decay": 1.0})
-    with pytest.raises(ValueError, match="train.lr_schedule must be one of \\['constant', 'cosine'\\]"):
+    with pytest.raises(ValueError, match="train.lr_schedule = \"linear\": must be one of constant, cosine"):
         train_settings({**TINY, "lr_schedule": "linear"})
-    with pytest.raises(ValueError, match="train.lr_warmup_steps"):
+    with pytest.raises(ValueError, match="train.lr_warmup_steps = 8 must be less than train.max_steps = 8"):
         train_settings({**TINY, "lr_warmup_steps": TINY["max_steps"]})
     with pytest.raises(ValueError, match="train.bond_loss_weight"):
         train_settings({**TINY, "bond_loss_weight": -1.0})
@@ -299,15 +305,15 @@ def test_learning_rate_schedules():
 
 def test_cosine_resume_is_exact_and_needs_the_same_max_steps(tmp_path, shards):
     cfg = {**TINY, "lr_schedule": "cosine", "lr_warmup_steps": 2, "bond_loss_weight": 5.0}
-    train(shards, tmp_path / "straight", cfg)
-    train(shards, tmp_path / "resumed", cfg, interrupt_at_step=5)
-    assert train(shards, tmp_path / "resumed", cfg)["resumed_from_steps"] == [5]
+    train_on(shards, tmp_path / "straight", cfg)
+    train_on(shards, tmp_path / "resumed", cfg, interrupt_at_step=5)
+    assert train_on(shards, tmp_path / "resumed", cfg)["resumed_from_steps"] == [5]
     straight, resumed = state_dict(tmp_path / "straight" / "model.ckpt"), state_dict(tmp_path / "resumed" / "model.ckpt")
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0)
     # Another max_steps is another schedule: the interrupted run is not resumed.
-    train(shards, tmp_path / "longer", cfg, interrupt_at_step=5)
-    assert train(shards, tmp_path / "longer", {**cfg, "max_steps": 10})["resumed_from_steps"] == []
+    train_on(shards, tmp_path / "longer", cfg, interrupt_at_step=5)
+    assert train_on(shards, tmp_path / "longer", {**cfg, "max_steps": 10})["resumed_from_steps"] == []
 
 
 def test_noise_is_fixed_by_seed_and_step_and_shared_across_ranks():
@@ -376,7 +382,7 @@ def test_denoiser_learns_structure_that_a_global_rescale_cannot(tmp_path):
     cfg = {**TINY, "model": {"hidden_irreps": "16x0e + 4x1e", "num_layers": 2, "num_radial": 8, "radial_hidden": 16},
            "batch_size": 16, "lr": 0.005, "max_steps": 120, "max_minutes": 2.0, "val_every": 40,
            "val_batches": 4, "checkpoint_every": 1000}  # fmt: skip
-    summary = train(tmp_path / "shards", tmp_path / "out", cfg, threads=1)
+    summary = train_on(tmp_path / "shards", tmp_path / "out", cfg, threads=1)
     losses = _val_losses(tmp_path / "shards", jamun.model.load(tmp_path / "out" / "model.ckpt"))
     print(f"steps {summary['steps']}, wall {summary['wall_seconds']:.0f} s, val losses {losses}")
     assert losses["trained"] <= 0.8 * losses["identity"]

@@ -71,4 +71,4 @@ def test_md_of_a_peptide_in_no_list_is_a_test_run():
         cwd=ROOT, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert "jamun simulate WP -o results/md/WP --role test" in result.stdout
+    assert "jamun simulate WP --system results/md/WP/system.pdb -o results/md/WP --role test" in result.stdout

@@ -131,7 +131,7 @@ def test_changed_shipped_model_reruns_only_its_sampling_and_after(ci_run):
 def test_sampler_setting_reruns_only_sampling_and_after(ci_run):
     config = write_config(ci_run, "ci_chains.yaml", lambda c: c["sample"].update(chains=6))
     jobs = planned_jobs(snakemake(ci_run, "-n", "--configfile", config))
-    assert set(jobs) == {"sample", "evaluate", "summarize", "sample_pretrained", "evaluate_pretrained",
+    assert set(jobs) == {"sample", "evaluate", "summarize", "provenance", "sample_pretrained", "evaluate_pretrained",
                          "compare_models", "all"}
     assert jobs["sample"] == 2 and jobs["evaluate"] == 2 and jobs["sample_pretrained"] == 1
 
@@ -140,7 +140,7 @@ def test_deleting_one_peptides_samples_reruns_only_that_peptide(ci_run):
     shutil.rmtree(ci_run / "results/samples/GN")
     result = snakemake(ci_run, "-n", "-p", "--configfile", "config/ci.yaml")
     jobs = planned_jobs(result)
-    assert jobs == {"sample": 1, "evaluate": 1, "summarize": 1, "compare_models": 1, "all": 1}
+    assert jobs == {"sample": 1, "evaluate": 1, "summarize": 1, "provenance": 1, "compare_models": 1, "all": 1}
     assert "jamun sample GN" in result.stdout and "jamun evaluate GN" in result.stdout
     assert "jamun sample AA" not in result.stdout and "jamun evaluate AA" not in result.stdout
 

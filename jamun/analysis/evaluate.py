@@ -1,6 +1,6 @@
 """Evaluate one peptide: JAMUN samples and MD of equal wall time against the reference MD.
 
-Inputs (DESIGN.md §2): reference MD `traj.xtc`, `topology.pdb` (all atoms), `md.json`; an
+Inputs (docs/design.md §2): reference MD `traj.xtc`, `topology.pdb` (all atoms), `md.json`; an
 independent replicate MD `traj.xtc`, `md.json` on the same topology; JAMUN `samples.xtc`,
 `topology.pdb` (heavy atoms), `sample.json`. Everything is compared on heavy atoms.
 
@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import mdtraj
@@ -37,6 +37,7 @@ from jamun.analysis.validity import (LEFT_MOLECULE_FACTOR, bond_length_ok, bond_
                                      chains_left_molecule,
                                      chirality_atoms, heavy_atom_bonds, l_chirality_ok, map_atoms,
                                      signed_volumes)
+from jamun.schema import section_settings
 from jamun.sequence import residue_label, validate_sequence
 
 logger = logging.getLogger(__name__)
@@ -50,30 +51,28 @@ CI_PERCENTILES = (2.5, 97.5)
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    """The `evaluate:` config section (the `msm:` sub-keys flattened in). Units: ps, nm."""
+    """The `evaluate:` config section (the `msm:` sub-keys flattened in). Units: ps, nm.
 
-    bins_1d: int = 100
-    bins_rama: int = 50
-    bins_4d: int = 10
-    bootstrap: int = 100
-    time_points: int = 12
-    tica_lag_ps: float = 10.0
-    tica_dim: int = 5
-    clusters: int = 200
-    macrostates: int = 10
-    bond_tolerance_nm: float = 0.02
+    Keys and defaults in workflow/schemas/config.schema.yaml, described in config/README.md.
+    """
+
+    bins_1d: int
+    bins_rama: int
+    bins_4d: int
+    bootstrap: int
+    time_points: int
+    tica_lag_ps: float
+    tica_dim: int
+    clusters: int
+    macrostates: int
+    bond_tolerance_nm: float
 
     @classmethod
-    def from_config(cls, cfg: Mapping) -> EvaluateSettings:
-        """Settings from the `evaluate:` section; missing keys take the defaults above."""
-        flat = {key: value for key, value in cfg.items() if key != "msm"}
-        flat.update(cfg.get("msm") or {})
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(flat) - set(valid))
-        if unknown:
-            raise ValueError(f"evaluate config: unknown key(s) {unknown}; valid keys are {valid} "
-                             "(tica_lag_ps, tica_dim, clusters, macrostates under msm:)")
-        return cls(**flat)
+    def from_config(cls, cfg: Mapping | None, source: str = "config") -> EvaluateSettings:
+        """Settings from the `evaluate:` section; missing keys take the schema's defaults, an
+        unknown key or a bad value is a one-line ValueError naming ``source`` and the key."""
+        s = section_settings("evaluate", cfg, source)
+        return cls(**{key: value for key, value in s.items() if key != "msm"}, **s["msm"])
 
 
 def _read_json(path: Path) -> dict:
@@ -285,20 +284,46 @@ class Ensembles:
         return self.samples.n_frames // self.chains
 
 
-def load_ensembles(sequence: str, reference_dir: Path, replicate_dir: Path,
-                   samples_dir: Path) -> Ensembles:
+@dataclass(frozen=True)
+class EnsembleFiles:
+    """The files one evaluation reads, each named by the caller (no folder layout is assumed).
+
+    reference, reference_record, topology: the reference MD's trajectory, md.json and all-atom
+    topology, which the replicate shares; replicate, replicate_record: the independent replicate;
+    samples, samples_record, samples_topology: samples.xtc, sample.json and heavy-atom topology.
+    """
+
+    reference: Path
+    reference_record: Path
+    topology: Path
+    replicate: Path
+    replicate_record: Path
+    samples: Path
+    samples_record: Path
+    samples_topology: Path
+
+    @classmethod
+    def from_folders(cls, reference: Path, replicate: Path, samples: Path) -> EnsembleFiles:
+        """The files in output folders of `jamun simulate` (reference, replicate) and `jamun sample`."""
+        reference, replicate, samples = Path(reference), Path(replicate), Path(samples)
+        return cls(reference / "traj.xtc", reference / "md.json", reference / "topology.pdb",
+                   replicate / "traj.xtc", replicate / "md.json",
+                   samples / "samples.xtc", samples / "sample.json", samples / "topology.pdb")
+
+
+def load_ensembles(sequence: str, files: EnsembleFiles) -> Ensembles:
     """Read and cross-check the reference MD, its replicate and the JAMUN samples of `sequence`.
 
     Raises FileNotFoundError for a missing input, ValueError when the files do not belong
     together (other peptide, other residues, frame count not a multiple of the chains).
     """
-    records = {"reference": _read_json(reference_dir / "md.json"),
-               "replicate": _read_json(replicate_dir / "md.json"),
-               "samples": _read_json(samples_dir / "sample.json")}
-    topology_pdb = reference_dir / "topology.pdb"
-    reference = _load_heavy(reference_dir / "traj.xtc", topology_pdb)
-    replicate = _load_heavy(replicate_dir / "traj.xtc", topology_pdb)
-    samples = _load_heavy(samples_dir / "samples.xtc", samples_dir / "topology.pdb")
+    records = {"reference": _read_json(files.reference_record),
+               "replicate": _read_json(files.replicate_record),
+               "samples": _read_json(files.samples_record)}
+    topology_pdb = files.topology
+    reference = _load_heavy(files.reference, topology_pdb)
+    replicate = _load_heavy(files.replicate, topology_pdb)
+    samples = _load_heavy(files.samples, files.samples_topology)
 
     dihedrals = {"reference": backbone_dihedrals(reference),
                  "replicate": backbone_dihedrals(replicate),
@@ -307,13 +332,12 @@ def load_ensembles(sequence: str, reference_dir: Path, replicate_dir: Path,
     if held != residue_label(sequence):
         raise ValueError(f"{topology_pdb} holds {held}, not peptide {sequence} "
                          f"({residue_label(sequence)})")
-    check_same_residues(dihedrals["reference"], dihedrals["replicate"],
-                        f"replicate {replicate_dir}")
-    check_same_residues(dihedrals["reference"], dihedrals["samples"], f"samples {samples_dir}")
+    check_same_residues(dihedrals["reference"], dihedrals["replicate"], f"replicate {files.replicate}")
+    check_same_residues(dihedrals["reference"], dihedrals["samples"], f"samples {files.samples}")
     chains = records["samples"].get("chains")
     if not isinstance(chains, int) or chains < 1 or samples.n_frames % chains:
-        raise ValueError(f"{samples_dir / 'samples.xtc'} has {samples.n_frames} frames, not a "
-                         f"multiple of chains={chains!r} from sample.json")
+        raise ValueError(f"{files.samples} has {samples.n_frames} frames, not a "
+                         f"multiple of chains={chains!r} from {files.samples_record}")
     return Ensembles(reference, replicate, samples, dihedrals, records)
 
 
@@ -371,8 +395,7 @@ def write_figures(out_dir: Path, ensembles: Ensembles, fit: MSMFit, metrics: dic
                              out_dir / "its.png", model_lag_ps=msm["lag_ps"])
 
 
-def evaluate_peptide(sequence: str, reference_dir: Path | str, replicate_dir: Path | str,
-                     samples_dir: Path | str, out_dir: Path | str, eval_cfg: Mapping, *,
+def evaluate_peptide(sequence: str, files: EnsembleFiles, out_dir: Path | str, eval_cfg: Mapping, *,
                      role: str) -> dict:
     """Compare JAMUN samples and MD of equal wall time with the reference MD of one peptide.
 
@@ -383,11 +406,11 @@ def evaluate_peptide(sequence: str, reference_dir: Path | str, replicate_dir: Pa
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {list(ROLES)}")
     settings = EvaluateSettings.from_config(eval_cfg)
-    ens = load_ensembles(sequence, Path(reference_dir), Path(replicate_dir), Path(samples_dir))
+    ens = load_ensembles(sequence, files)
     chains, steps, n_samples = ens.chains, ens.steps, ens.samples.n_frames
 
-    sampler_cost = sampler_seconds(ens.records["samples"], sequence, f"{samples_dir}/sample.json")
-    md_cost = seconds_per_frame(ens.records["replicate"], f"{replicate_dir}/md.json")
+    sampler_cost = sampler_seconds(ens.records["samples"], sequence, str(files.samples_record))
+    md_cost = seconds_per_frame(ens.records["replicate"], str(files.replicate_record))
     equal_time = equal_time_prefix(sampler_cost, md_cost, ens.replicate.n_frames)
     floor_frames = min(n_samples, ens.replicate.n_frames)
 

@@ -1,4 +1,8 @@
-"""Figures of the evaluation (matplotlib, Agg backend); every writer saves atomically to `path`."""
+"""Figures of the evaluation (matplotlib); every writer saves atomically to `path`.
+
+The backend is the caller's choice (the CLI picks Agg), so importing this module changes nothing
+in a notebook.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend first, so no display is ever needed)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 # Free energies above this (in kT) share the top colour, so sparse panels stay comparable.
 MAX_FREE_ENERGY_KT = 8.0

@@ -3,7 +3,7 @@
 The order of frames depends only on (seed, epoch) and the shard sizes, never on the number of
 processes: global step t of an epoch covers stream positions [t B, (t + 1) B) with B the global
 batch, and rank r of W takes the r-th of W equal consecutive slices. So W ranks with batch b see
-exactly the frames one process with batch W b sees, in the same order (DESIGN.md §4, §8), every
+exactly the frames one process with batch W b sees, in the same order (docs/design.md §4, §8), every
 rank takes the same number of steps per epoch (the remainder is dropped), and a resumed run finds
 its place from the step number alone.
 """

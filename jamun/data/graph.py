@@ -2,7 +2,7 @@
 
 One peptide's topology becomes a :class:`TopologyFeatures` (numpy); several, possibly different
 peptides become one :class:`GraphBatch` (torch). :func:`graph_edges` adds the geometric part:
-bonds ∪ pairs closer than ``r_cut`` (JAMUN, Daigavane et al. 2024; DESIGN.md §5).
+bonds ∪ pairs closer than ``r_cut`` (JAMUN, Daigavane et al. 2024; docs/design.md §5).
 
 Vocabulary policy: an element, atom name or residue name outside the vocabularies below maps to
 the last index of its vocabulary ("other"), so modified residues or unusual caps still run; the

@@ -1,4 +1,4 @@
-"""Heavy-atom frames of a split's MD trajectories, shuffled into fixed-size shards (DESIGN.md §4).
+"""Heavy-atom frames of a split's MD trajectories, shuffled into fixed-size shards (docs/design.md §4).
 
 Layout of one split folder (e.g. ``results/shards/train``)::
 
@@ -87,7 +87,7 @@ def pair_msd(frames: np.ndarray, cutoff_nm: float = PAIR_CUTOFF_NM) -> np.ndarra
     """Per frame, the mean squared distance over atom pairs i < j closer than ``cutoff_nm``.
 
     frames: (n_frames, n_atoms, 3) nm. Returns (n_frames,) nm^2, NaN for a frame without pairs.
-    C (DESIGN.md §4) is the mean of this over all training frames; the reference implementation
+    C (docs/design.md §4) is the mean of this over all training frames; the reference implementation
     uses these pairs, the JAMUN paper's eq. 10 uses graph edges instead.
     """
     frames = np.asarray(frames, dtype=np.float64)

@@ -1,13 +1,12 @@
 """The JAMUN denoiser: e3nn network, preconditioning and checkpoint io."""
 
 from jamun.model.checkpoint import load, read_checkpoint, save
-from jamun.model.denoiser import MODEL_DEFAULTS, Denoiser, model_config
+from jamun.model.denoiser import Denoiser, model_config
 from jamun.model.network import EquivariantNetwork
 from jamun.model.precondition import Preconditioning
 from jamun.model.pretrained import resolve_model
 
 __all__ = [
-    "MODEL_DEFAULTS",
     "Denoiser",
     "EquivariantNetwork",
     "Preconditioning",

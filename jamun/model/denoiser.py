@@ -10,18 +10,7 @@ from jamun.data.graph import GraphBatch, center_positions, check_positions, grap
 from jamun.model.convolution import GroupedEdges
 from jamun.model.network import EquivariantNetwork
 from jamun.model.precondition import Preconditioning
-
-# The `train.model` keys with the demo's values.
-MODEL_DEFAULTS = {
-    "hidden_irreps": "32x0e + 8x1e",
-    "num_layers": 3,
-    "r_cut_nm": 0.5,
-    "num_radial": 8,
-    "radial_hidden": 32,
-    "max_num_neighbors": 1000,
-    "endpoint_features": 0,
-}
-_POSITIVE_INTS = ("num_layers", "num_radial", "radial_hidden", "max_num_neighbors")
+from jamun.schema import section_settings
 
 
 def model_config(config: Mapping) -> dict:
@@ -29,31 +18,20 @@ def model_config(config: Mapping) -> dict:
 
     Accepts either a flat dict (``sigma_nm`` and model keys, as stored in checkpoints) or the
     whole ``train:`` config section (``sigma_nm`` and a nested ``model:`` dict; its other keys are
-    training settings and ignored here). Missing model keys take :data:`MODEL_DEFAULTS`.
+    training settings and ignored here). Both are checked against the schema's ``train`` section,
+    and missing model keys take its defaults.
     """
     if "sigma_nm" not in config:
         raise ValueError(f"model config needs 'sigma_nm' (noise level in nm); got keys {sorted(config)}")
     model_keys = config["model"] if isinstance(config.get("model"), Mapping) else {
         k: v for k, v in config.items() if k != "sigma_nm"
     }
-    unknown = sorted(set(model_keys) - set(MODEL_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown model config keys {unknown}; valid keys: {['sigma_nm', *MODEL_DEFAULTS]}")
-    merged = {"sigma_nm": float(config["sigma_nm"]), **MODEL_DEFAULTS, **model_keys}
-    for key in _POSITIVE_INTS:
-        if isinstance(merged[key], bool) or not isinstance(merged[key], int) or merged[key] < 1:
-            raise ValueError(f"model config {key} must be a positive integer, got {merged[key]!r}")
-    width = merged["endpoint_features"]
-    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
-        raise ValueError(f"model config endpoint_features must be an integer >= 0, got {width!r}")
-    if not float(merged["r_cut_nm"]) > 0:
-        raise ValueError(f"model config r_cut_nm must be > 0 nm, got {merged['r_cut_nm']!r}")
-    merged["r_cut_nm"] = float(merged["r_cut_nm"])
-    return merged
+    train = section_settings("train", {"sigma_nm": config["sigma_nm"], "model": model_keys}, "model config")
+    return {"sigma_nm": float(train["sigma_nm"]), **train["model"], "r_cut_nm": float(train["model"]["r_cut_nm"])}
 
 
 class Denoiser(torch.nn.Module):
-    """JAMUN's denoiser D(y) = xhat(y) with Karras preconditioning (DESIGN.md §5).
+    """JAMUN's denoiser D(y) = xhat(y) with Karras preconditioning (docs/design.md §5).
 
     Parameters
     ----------

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -102,6 +103,18 @@ def resolve_model(spec: Path | str, root: Path | str = PRETRAINED_DIR) -> Path:
         raise ValueError(f"shipped model {name!r}: checksum mismatch for {weights} (expected sha256 "
                          f"{entry['sha256']}, got {actual}); the file is damaged, reinstall the package")
     return weights
+
+
+def model_fingerprint(spec: Path | str) -> str:
+    """The sha256 of the weights ``spec`` resolves to, for a workflow that tracks the model as a
+    parameter; ``"unresolved: <why>"`` (also warned) when it cannot be resolved, so that only the
+    jobs that load it fail, naming the reason."""
+    try:
+        return file_sha256(resolve_model(spec))
+    except (ValueError, FileNotFoundError) as error:
+        warnings.warn(f"model {str(spec)!r} cannot be loaded ({error}); the jobs that sample with it will fail",
+                      stacklevel=2)
+        return f"unresolved: {error}"
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:

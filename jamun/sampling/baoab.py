@@ -9,7 +9,7 @@ configurational marginal is exact for harmonic targets at any stable step. Jump:
 estimate xhat(y) = E[x | y] (Saremi & Hyvärinen 2019, "Neural empirical Bayes"). The score comes
 from the same forward pass by Tweedie / Miyasawa, score(y) = (xhat(y) − y) / σ², so each step costs
 exactly one denoiser call: the final B's xhat(y_{t+1}) is both the jump sample of step t + 1 and the
-first B's score of the next step (DESIGN.md §6).
+first B's score of the next step (docs/design.md §6).
 
 Sampler time is dimensionless; positions are in the units of the denoiser (nm for peptides).
 """
@@ -65,15 +65,16 @@ def clip_score(score: Tensor, max_norm: float | None) -> Tensor:
 
 @dataclass(frozen=True)
 class BAOAB:
-    """BAOAB settings of DESIGN.md §6.
+    """BAOAB settings of docs/design.md §6.
 
     Parameters
     ----------
     sigma: noise level σ of the denoiser (nm for peptides); score = (xhat − y) / σ².
     dt: step size in sampler time; None means σ (numerically), the reference choice.
-    friction_per_step: γ·dt, the damping per step; the O step keeps c = exp(−γ dt) of the
+    friction_per_step: γ·dt > 0, the damping per step; the O step keeps c = exp(−γ dt) of the
         velocity. 1.0 is the reference implementation's effective value, the paper's text
-        (γ = 0.1, dt = σ = 0.04) gives 0.004.
+        (γ = 0.1, dt = σ = 0.04) gives 0.004. Zero is refused: without friction the O step adds
+        no noise, each chain conserves its energy and never samples the smoothed density.
     mass: M, the same for every particle.
     score_clip: maximum score norm per particle (nm⁻¹), or None for no clipping.
     """
@@ -93,9 +94,9 @@ class BAOAB:
             object.__setattr__(self, "dt", float(self.sigma))
         elif not (math.isfinite(self.dt) and self.dt > 0):
             raise ValueError(f"BAOAB dt must be a finite number > 0 or None (= sigma), got {self.dt!r}")
-        if not (math.isfinite(self.friction_per_step) and self.friction_per_step >= 0):
+        if not (math.isfinite(self.friction_per_step) and self.friction_per_step > 0):
             raise ValueError(
-                f"BAOAB friction_per_step (gamma*dt) must be a finite number >= 0, "
+                f"BAOAB friction_per_step (gamma*dt) must be a finite number > 0, "
                 f"got {self.friction_per_step!r}"
             )
         if self.score_clip is not None and not self.score_clip > 0:

@@ -1,4 +1,4 @@
-"""Walk-jump sampling of peptides from their sequence alone (DESIGN.md §6).
+"""Walk-jump sampling of peptides from their sequence alone (docs/design.md §6).
 
 Per peptide the input is the minimized built structure ``system.pdb`` (or frames of a given
 trajectory) and a trained denoiser; no MD of the target is used. ``chains`` copies of each
@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -35,6 +36,7 @@ from jamun.data.graph import TopologyFeatures, batch_graphs, topology_features
 from jamun.model.pretrained import file_sha256, resolve_model
 from jamun.provenance import package_versions
 from jamun.sampling.baoab import BAOAB, NonFiniteChainError
+from jamun.schema import section_settings
 from jamun.sequence import residue_label, validate_sequence
 
 OUTPUTS = ("samples.xtc", "topology.pdb", "sample.json")
@@ -43,47 +45,46 @@ WORK_DIR = ".work"
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """The ``sample:`` config section (DESIGN.md §6; keys documented in config/README.md).
+    """The ``sample:`` config section (keys and defaults in workflow/schemas/config.schema.yaml,
+    described in config/README.md).
 
     chains: walkers per peptide. steps: BAOAB steps per chain. burn_in: steps before the first
     saved jump. save_every: save a jump every this many steps after burn-in. friction_per_step:
     γ·dt. mass: M. dt: step size, None = σ. score_clip_sigmas: cap on each atom's |xhat − y| in units
-    of σ, i.e. on its score norm at score_clip_sigmas / σ nm⁻¹ (None: off); the default 4 is
-    100 nm⁻¹ at σ = 0.04 nm and scales with σ, so that clipping stays rare at any noise level. seed: seeds the initial noise, initial velocities and O-step noise.
+    of σ, i.e. on its score norm at score_clip_sigmas / σ nm⁻¹ (None: off); in σ units so that
+    clipping stays rare at any noise level. seed: seeds the initial noise, initial velocities and
+    O-step noise. device: "auto" (cuda if available, else cpu) or a torch device string.
     """
 
-    chains: int = 32
-    steps: int = 2000
-    burn_in: int = 0
-    save_every: int = 1
-    friction_per_step: float = 1.0
-    mass: float = 1.0
-    dt: float | None = None
-    score_clip_sigmas: float | None = 4.0
-    seed: int = 0
+    chains: int
+    steps: int
+    burn_in: int
+    save_every: int
+    friction_per_step: float
+    mass: float
+    dt: float | None
+    score_clip_sigmas: float | None
+    seed: int
+    device: str
 
     def __post_init__(self) -> None:
-        for name, low in (("chains", 1), ("steps", 1), ("burn_in", 0), ("save_every", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"sample {name} must be an integer >= {low}, got {value!r}")
-        clip = self.score_clip_sigmas
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
-            raise ValueError(f"sample score_clip_sigmas must be a positive number (units of sigma) or null, got {clip!r}")
         if self.samples_per_chain < 1:
             raise ValueError(
-                f"sample steps ({self.steps}) - burn_in ({self.burn_in}) must be >= save_every "
+                f"sample.steps ({self.steps}) - sample.burn_in ({self.burn_in}) must be >= sample.save_every "
                 f"({self.save_every}) so that each chain saves at least one jump"
             )
 
     @classmethod
-    def from_config(cls, sample_cfg: dict[str, Any]) -> "SampleSettings":
-        """Settings from the ``sample:`` config dict; missing keys take the defaults above."""
-        valid = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(sample_cfg) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown sample setting(s) {unknown}; valid keys are {valid}")
-        return cls(**sample_cfg)
+    def from_config(cls, sample_cfg: Mapping | None, source: str = "config") -> "SampleSettings":
+        """Settings from the ``sample:`` config dict; missing keys take the schema's defaults.
+
+        ValueError (one line, naming ``source`` and the key) for an unknown key or a bad value.
+        """
+        settings = section_settings("sample", sample_cfg, source)
+        try:
+            return cls(**settings)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
 
     @property
     def samples_per_chain(self) -> int:
@@ -236,7 +237,6 @@ def sample_peptides(
     targets: Sequence[SampleTarget],
     model_path: Path | str,
     *,
-    device: str = "auto",
     progress: bool = True,
     **sample_cfg: Any,
 ) -> list[dict[str, Any]]:
@@ -247,9 +247,9 @@ def sample_peptides(
     targets: peptides to sample with their system.pdb and output folder (distinct folders).
     model_path: a checkpoint written by ``jamun.model.save``, or a shipped model's name
         (``pretrained`` = the default one; see ``jamun.model.resolve_model``).
-    device: "auto" (cuda if available), "cpu", "cuda", "cuda:N".
     progress: show a tqdm bar (samples/s) on stderr.
-    **sample_cfg: the ``sample:`` config keys (``SampleSettings``).
+    **sample_cfg: the ``sample:`` config keys (``SampleSettings``), ``device`` among them; missing
+        keys take the schema's defaults.
 
     Writes per target ``out_dir/{samples.xtc, topology.pdb, sample.json}`` (heavy atoms only),
     all three only after every chain finished. ``wall_seconds`` covers the walk and the writing,
@@ -267,7 +267,7 @@ def sample_peptides(
     if len({t.out_dir.resolve() for t in targets}) != len(targets):
         raise ValueError(f"sample targets must have distinct out_dir, got {[str(t.out_dir) for t in targets]}")
     model_file = resolve_model(model_path)
-    torch_device = _resolve_device(device)
+    torch_device = _resolve_device(settings.device)
     denoiser = jamun.model.load(model_file, map_location=torch_device).eval()
     model_sha256 = file_sha256(model_file)
     loaded = [_load_system(t) for t in targets]
@@ -358,11 +358,10 @@ def sample_peptide(
     out_dir: Path | str,
     *,
     init_trajectory: Path | str | None = None,
-    device: str = "auto",
     progress: bool = True,
     **sample_cfg: Any,
 ) -> dict[str, Any]:
     """Sample one peptide; see ``sample_peptides``. Returns the sample.json content."""
     target = SampleTarget(sequence, Path(system_pdb), Path(out_dir),
                           None if init_trajectory is None else Path(init_trajectory))
-    return sample_peptides([target], model_path, device=device, progress=progress, **sample_cfg)[0]
+    return sample_peptides([target], model_path, progress=progress, **sample_cfg)[0]

@@ -1,4 +1,4 @@
-"""Data-parallel training with plain ``torch.distributed`` (DESIGN.md §8).
+"""Data-parallel training with plain ``torch.distributed`` (docs/design.md §8).
 
 One process per GPU (or per CPU worker with gloo), started by ``torchrun``, which sets RANK,
 WORLD_SIZE, LOCAL_RANK and the rendezvous address in the environment. Gradients are summed with

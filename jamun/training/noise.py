@@ -26,7 +26,7 @@ def batch_noise(seed: int, stream: int, index: int, n_atoms: int, device: torch.
 
 
 def corrupt(x: torch.Tensor, eta: torch.Tensor, sigma: float, graph: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training pair (DESIGN.md §5): x centred; y = x + sigma eta, centred, Kabsch-aligned onto x.
+    """Training pair (docs/design.md §5): x centred; y = x + sigma eta, centred, Kabsch-aligned onto x.
 
     x: (N, 3) nm; eta: (N, 3) standard normal; sigma in nm. Returns (x, y), both (N, 3) nm and
     centred per graph. Alignment (rotation only) removes the rigid-motion part of the noise,

@@ -42,9 +42,6 @@ def plot_losses(table: pd.DataFrame, path: Path, *, title: str, selected_step: i
     """Two panels against step, written atomically as PNG: train and validation loss (log scale),
     and the sample checks' validity and Ramachandran JSD, with ``selected_step`` (the kept
     checkpoint) marked by a vertical line on both."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (loss_ax, quality_ax) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True)

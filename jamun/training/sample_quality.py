@@ -105,10 +105,14 @@ def sample_quality(
     peptides: Sequence[ValidationPeptide],
     sample_cfg: Mapping,
     *,
-    bond_tolerance_nm: float = 0.02,
-    bins: int = 36,
+    bond_tolerance_nm: float,
+    bins: int,
 ) -> dict[str, dict[str, float]]:
     """Walk ``sample_cfg`` chains of every peptide in one batch and score their jumps.
+
+    ``sample_cfg`` is a partial ``sample:`` section (missing keys take the schema's defaults);
+    ``bond_tolerance_nm`` and ``bins`` are ``train.sample_check``'s ``bond_tolerance_nm`` and
+    ``bins_rama``.
 
     Returns ``{sequence: {column: value}}`` plus ``"mean"``, the unweighted mean over peptides.
     A walk that becomes non-finite scores as entirely invalid (valid 0, every chain left the

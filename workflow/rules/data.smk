@@ -1,9 +1,11 @@
-# Dataset sharding: heavy-atom frames of each split's trajectories, shuffled into shards.
+# Dataset sharding: heavy-atom frames of each split's trajectories, shuffled into shards. The
+# peptide list is an input, so editing it reshards; an empty list has no shard job at all.
 
 
-def split_trajectories(wildcards):
+def split_inputs(wildcards):
     peptides = getattr(ROLES, wildcards.split)
     return {
+        "peptides": config["peptides"][wildcards.split],
         "traj": [f"results/md/{p}/traj.xtc" for p in peptides],
         "topology": [f"results/md/{p}/topology.pdb" for p in peptides],
     }
@@ -11,13 +13,12 @@ def split_trajectories(wildcards):
 
 rule shard:
     input:
-        unpack(split_trajectories),
+        unpack(split_inputs),
     output:
         manifest="results/shards/{split}/manifest.csv",
         stats="results/shards/{split}/stats.json",
     params:
         data=settings("data"),
-        peptides=lambda wc: config["peptides"][wc.split],
     conda:
         "../../envs/torch.yaml"
     log:
@@ -29,5 +30,6 @@ rule shard:
         mem_mb=8000,
         runtime=120,
     shell:
-        "{JAMUN} shard {wildcards.split} --peptides {params.peptides} "
-        "-o results/shards/{wildcards.split} --settings {params.data:q} > {log} 2>&1"
+        "jamun shard {wildcards.split} --peptides {input.peptides} --traj {input.traj} "
+        "--topology {input.topology} -o results/shards/{wildcards.split} "
+        "--settings {params.data:q} > {log} 2>&1"

@@ -47,14 +47,21 @@ rule evaluate:
     benchmark:
         "results/benchmarks/evaluate/{peptide}.tsv"
     threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
     shell:
-        "{JAMUN} evaluate {wildcards.peptide} -o results/evaluate/{wildcards.peptide} "
-        "--role {params.role} --settings {params.evaluate:q} > {log} 2>&1"
+        "jamun evaluate {wildcards.peptide} "
+        "--reference {input.reference} {input.reference_meta} {input.reference_topology} "
+        "--replicate {input.replicate} {input.replicate_meta} "
+        "--samples {input.samples} {input.samples_meta} {input.samples_topology} "
+        "-o results/evaluate/{wildcards.peptide} --role {params.role} "
+        "--settings {params.evaluate:q} > {log} 2>&1"
 
 
 rule summarize:
     input:
-        expand("results/evaluate/{peptide}/metrics.json", peptide=EVALUATED),
+        expand("results/evaluate/{peptide}/metrics.json", peptide=ROLES.evaluated),
     output:
         table=report(
             "results/summary/metrics.csv",
@@ -66,25 +73,36 @@ rule summarize:
             caption="../report/summary.rst",
             category="Summary",
         ),
-        provenance=report(
-            "results/summary/provenance.txt",
-            caption="../report/provenance.rst",
-            category="Summary",
-        ),
-    params:
-        # The whole config, for the provenance record; every config change reaches this rule
-        # through its inputs anyway, so this param reruns nothing extra.
-        config=json.dumps(config, sort_keys=True),
     conda:
         "../../envs/analysis.yaml"
     log:
         "results/logs/summarize/summarize.log",
     shell:
-        "({JAMUN} summarize {input} -o results/summary && "
-        "{JAMUN} provenance -o {output.provenance} --settings {params.config:q}) > {log} 2>&1"
+        "jamun summarize {input} -o results/summary > {log} 2>&1"
 
 
+# The whole config and the package versions, next to the summary it describes (rerun with it).
+rule provenance:
+    input:
+        "results/summary/metrics.csv",
+    output:
+        report(
+            "results/summary/provenance.txt",
+            caption="../report/provenance.rst",
+            category="Summary",
+        ),
+    params:
+        config=json.dumps(config, sort_keys=True),
+    conda:
+        "../../envs/analysis.yaml"
+    log:
+        "results/logs/provenance/provenance.log",
+    shell:
+        "jamun provenance -o {output} --settings {params.config:q} > {log} 2>&1"
+
+
+# Seconds of work that would wait minutes in a cluster queue: run on the submitting node.
 localrules:
     build,
-    evaluate,
     summarize,
+    provenance,

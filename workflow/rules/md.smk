@@ -17,12 +17,12 @@ rule build:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{JAMUN} build {wildcards.peptide} -o results/md/{wildcards.peptide} > {log} 2>&1"
+        "jamun build {wildcards.peptide} -o results/md/{wildcards.peptide} > {log} 2>&1"
 
 
 rule simulate:
     input:
-        "results/md/{peptide}/system.pdb",
+        system="results/md/{peptide}/system.pdb",
     output:
         traj="results/md/{peptide}/traj.xtc",
         topology="results/md/{peptide}/topology.pdb",
@@ -42,13 +42,13 @@ rule simulate:
         mem_mb=4000,
         runtime=24 * 60,
     shell:
-        "{JAMUN} simulate {wildcards.peptide} -o results/md/{wildcards.peptide} "
-        "--role {params.role} --settings {params.md:q} > {log} 2>&1"
+        "jamun simulate {wildcards.peptide} --system {input.system} -o results/md/{wildcards.peptide} "
+        "--role {params.role} --threads {threads} --settings {params.md:q} > {log} 2>&1"
 
 
 rule simulate_replicate:
     input:
-        "results/md/{peptide}/system.pdb",
+        system="results/md/{peptide}/system.pdb",
     output:
         traj="results/md/{peptide}/replicate/traj.xtc",
         topology="results/md/{peptide}/replicate/topology.pdb",
@@ -67,5 +67,6 @@ rule simulate_replicate:
         mem_mb=4000,
         runtime=24 * 60,
     shell:
-        "{JAMUN} simulate {wildcards.peptide} -o results/md/{wildcards.peptide} "
-        "--role replicate --settings {params.md:q} > {log} 2>&1"
+        "jamun simulate {wildcards.peptide} --system {input.system} "
+        "-o results/md/{wildcards.peptide}/replicate --role replicate --threads {threads} "
+        "--settings {params.md:q} > {log} 2>&1"

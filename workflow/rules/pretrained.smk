@@ -5,19 +5,10 @@
 
 if PRETRAINED is not None:
     # A shipped model is no file Snakemake tracks, so its sha256 is a param: a newly shipped model
-    # reruns sampling and what follows. Unresolvable (e.g. nothing shipped yet): warn here, and the
-    # sample_pretrained jobs fail with the list of shipped models.
-    try:
-        from jamun.model.pretrained import file_sha256, resolve_model
+    # reruns sampling and what follows (an unloadable one is warned about, and its jobs fail).
+    from jamun.model.pretrained import model_fingerprint
 
-        PRETRAINED_SHA256 = file_sha256(resolve_model(PRETRAINED))
-    except (ImportError, ValueError, FileNotFoundError) as _error:
-        PRETRAINED_SHA256 = f"unresolved: {_error}"
-        print(
-            f"warning: pretrained_model {PRETRAINED!r} cannot be loaded ({_error}); its "
-            "sample_pretrained jobs will fail (pretrained_model: null turns the comparison off)",
-            file=sys.stderr,
-        )
+    PRETRAINED_SHA256 = model_fingerprint(PRETRAINED)
 
     rule sample_pretrained:
         input:
@@ -36,13 +27,13 @@ if PRETRAINED is not None:
             "results/logs/sample_pretrained/{peptide}.log",
         benchmark:
             "results/benchmarks/sample_pretrained/{peptide}.tsv"
-        threads: workflow.cores if config["train"]["gpus"] > 0 else 1
+        threads: 1
         resources:
-            gpu=1 if config["train"]["gpus"] > 0 else 0,
+            gpu=SAMPLE_GPUS,
             mem_mb=8000,
             runtime=12 * 60,
         shell:
-            "{JAMUN} sample {wildcards.peptide} --model {params.model:q} --system {input.system} "
+            "jamun sample {wildcards.peptide} --model {params.model:q} --system {input.system} "
             "-o results/pretrained/samples/{wildcards.peptide} --settings {params.sample:q} "
             "> {log} 2>&1"
 
@@ -91,9 +82,15 @@ if PRETRAINED is not None:
         benchmark:
             "results/benchmarks/evaluate_pretrained/{peptide}.tsv"
         threads: 1
+        resources:
+            mem_mb=8000,
+            runtime=120,
         shell:
-            "{JAMUN} evaluate {wildcards.peptide} -o results/pretrained/evaluate/{wildcards.peptide} "
-            "--samples-root results/pretrained/samples --role held-out "
+            "jamun evaluate {wildcards.peptide} "
+            "--reference {input.reference} {input.reference_meta} {input.reference_topology} "
+            "--replicate {input.replicate} {input.replicate_meta} "
+            "--samples {input.samples} {input.samples_meta} {input.samples_topology} "
+            "-o results/pretrained/evaluate/{wildcards.peptide} --role held-out "
             "--settings {params.evaluate:q} > {log} 2>&1"
 
     rule compare_models:
@@ -125,10 +122,9 @@ if PRETRAINED is not None:
             "results/logs/compare_models/compare_models.log",
         threads: 1
         shell:
-            "{JAMUN} compare --model {input.workflow_model} results/evaluate 'workflow model' "
+            "jamun compare --model {input.workflow_model} results/evaluate 'workflow model' "
             "--model {params.model:q} results/pretrained/evaluate "
             "--peptides {params.peptides} -o results/summary > {log} 2>&1"
 
     localrules:
-        evaluate_pretrained,
         compare_models,

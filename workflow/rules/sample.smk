@@ -1,5 +1,8 @@
 # Walk-jump sampling from the sequence alone: needs the built structure and the model, never the
-# target's MD (that is what transferable means).
+# target's MD (that is what transferable means). The device is sample.device; a CUDA device
+# requests one GPU per job. On CPU one thread per job: peptides sample side by side, faster than
+# one at a time on all cores (the demo's 2 threads took 234 s for a peptide on 2 cores).
+SAMPLE_GPUS = 1 if config["sample"]["device"].startswith("cuda") else 0
 
 
 rule sample:
@@ -18,13 +21,11 @@ rule sample:
         "results/logs/sample/{peptide}.log",
     benchmark:
         "results/benchmarks/sample/{peptide}.tsv"
-    # One thread on CPU (snakemake sets OMP_NUM_THREADS): peptides sample side by side, faster than
-    # one at a time on all cores (the demo's 2 threads took 234 s for a peptide on 2 cores).
-    threads: workflow.cores if config["train"]["gpus"] > 0 else 1
+    threads: 1
     resources:
-        gpu=1 if config["train"]["gpus"] > 0 else 0,
+        gpu=SAMPLE_GPUS,
         mem_mb=8000,
         runtime=12 * 60,
     shell:
-        "{JAMUN} sample {wildcards.peptide} --model {input.model} --system {input.system} "
+        "jamun sample {wildcards.peptide} --model {input.model} --system {input.system} "
         "-o results/samples/{wildcards.peptide} --settings {params.sample:q} > {log} 2>&1"

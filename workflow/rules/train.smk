@@ -1,24 +1,16 @@
-# Denoiser training. With train.gpus > 1 one job runs torchrun, which starts one DDP process
-# per GPU (DESIGN.md §8). On CPU it runs on one thread: the demo model's ops are too small for
-# intra-op threads (2-core machine, 2026-12-03: 127 graphs/s with 1 thread, 75 with 2,
-# benchmarks/train_throughput.py), and the other core is left to MD or sampling jobs.
-
-
-def train_launcher():
-    gpus = config["train"]["gpus"]
-    if gpus > 1:
-        return f"torchrun --standalone --nproc_per_node={gpus} -m jamun.cli"
-    return JAMUN
-
-
-# The validation peptides' MD for the sample checks that choose model.ckpt (train.sample_check).
-VALIDATION_MD = expand("results/md/{peptide}", peptide=ROLES.val)
+# Denoiser training. `jamun train` runs one process per GPU itself (torchrun, with train.gpus > 1);
+# on CPU it runs on one thread: the demo model's ops are too small for intra-op threads (2-core
+# machine, 2026-12-03: 127 graphs/s with 1 thread, 75 with 2, benchmarks/train_throughput.py),
+# and the other core is left to MD or sampling jobs. The validation shards and the validation
+# peptides' MD (for the sample checks that choose model.ckpt) are inputs only when the val list
+# is not empty.
 
 
 rule train:
     input:
-        expand("results/shards/{split}/manifest.csv", split=SPLITS),
-        stats="results/shards/train/stats.json",
+        train="results/shards/train/manifest.csv",
+        train_stats="results/shards/train/stats.json",
+        val=branch(bool(ROLES.val), then="results/shards/val/manifest.csv", otherwise=[]),
         validation_md=expand(
             "results/md/{peptide}/{file}",
             peptide=ROLES.val,
@@ -35,8 +27,8 @@ rule train:
         summary="results/train/train.json",
     params:
         train=settings("train"),
-        launcher=train_launcher(),
-        validation_md=f"--validation-md {' '.join(VALIDATION_MD)}" if VALIDATION_MD else "",
+        val_shards="--val-shards results/shards/val" if ROLES.val else "",
+        validation_md=" ".join(["--validation-md", *expand("results/md/{p}", p=ROLES.val)]) if ROLES.val else "",
     conda:
         "../../envs/torch.yaml"
     log:
@@ -49,5 +41,5 @@ rule train:
         mem_mb=16000,
         runtime=24 * 60,
     shell:
-        "{params.launcher} train --shards results/shards -o results/train "
+        "jamun train --train-shards results/shards/train {params.val_shards} -o results/train "
         "--threads {threads} --settings {params.train:q} {params.validation_md} > {log} 2>&1"
