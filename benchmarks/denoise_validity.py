@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 import jamun.model
-from jamun.analysis.validity import bond_length_ok, bond_lengths, l_chirality_ok
+from jamun.analysis.validity import bond_length_ok, l_chirality_ok
+from jamun.geometry import bond_lengths
 from jamun.data.graph import batch_graphs
 from jamun.training.sample_quality import load_validation_peptide, sample_quality
 from jamun.training.settings import train_settings

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ import openmm.app as app
 import openmm.unit as unit
 from pdbfixer import PDBFixer
 
+from jamun.atomic import write_text_atomic
+from jamun.geometry import CHIRALITY_ATOMS, chirality_quads, signed_volumes
 from jamun.sequence import RESIDUES, validate_sequence
 
 FORCEFIELD_FILES = ("amber99sbildn.xml", "amber99_obc.xml")
@@ -162,22 +163,8 @@ def minimize(topology: app.Topology, positions: unit.Quantity, *, tolerance_kj_m
     return context.getState(getPositions=True).getPositions()
 
 
-def write_text_atomic(path: Path | str, text: str) -> Path:
-    """Write `text` to a temporary sibling, then os.replace: readers never see a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_pdb_atomic(topology: app.Topology, positions: unit.Quantity, out_pdb: Path | str) -> Path:
-    """Write a PDB file atomically (see write_text_atomic)."""
+    """Write a PDB file atomically (jamun.atomic)."""
     buffer = io.StringIO()
     app.PDBFile.writeFile(topology, positions, buffer, keepIds=True)
     return write_text_atomic(out_pdb, buffer.getvalue())
@@ -185,15 +172,11 @@ def write_pdb_atomic(topology: app.Topology, positions: unit.Quantity, out_pdb: 
 
 def ca_signed_volumes(topology: app.Topology, positions: unit.Quantity) -> dict[str, float]:
     """det[N - CA, C - CA, CB - CA] (nm^3) per residue with a CB, keyed "ALA1"; > 0 means L."""
-    xyz = np.asarray(positions.value_in_unit(unit.nanometer))
-    volumes = {}
-    for residue in topology.residues():
-        idx = {atom.name: atom.index for atom in residue.atoms()}
-        if {"N", "CA", "C", "CB"} <= idx.keys():
-            ca = xyz[idx["CA"]]
-            volumes[f"{residue.name}{residue.index}"] = float(np.linalg.det(
-                np.stack([xyz[idx["N"]] - ca, xyz[idx["C"]] - ca, xyz[idx["CB"]] - ca])))
-    return volumes
+    residues = [r for r in topology.residues() if set(CHIRALITY_ATOMS) <= {a.name for a in r.atoms()}]
+    quads = chirality_quads({atom.name: atom.index for atom in r.atoms()} for r in residues)
+    xyz = np.asarray(positions.value_in_unit(unit.nanometer))[None]
+    volumes = signed_volumes(xyz, quads)[0]
+    return {f"{r.name}{r.index}": float(v) for r, v in zip(residues, volumes)}
 
 
 def build_peptide(sequence: str, out_pdb: Path | str) -> Path:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from jamun.atomic import write_text_atomic
+
 PACKAGES = (
     "jamun", "snakemake", "openmm", "pdbfixer", "torch", "e3nn", "torch-cluster", "mdtraj",
     "deeptime", "numpy", "scipy", "pandas", "matplotlib",
@@ -26,7 +28,5 @@ def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
 
 
 def write_provenance(config: dict, out_file: Path) -> None:
-    """Write package versions and the full workflow config as YAML text to ``out_file``."""
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump({"versions": package_versions(), "config": config}, sort_keys=False)
-    out_file.write_text(text)
+    """Write package versions and the full workflow config as YAML text to ``out_file`` (atomically)."""
+    write_text_atomic(out_file, yaml.safe_dump({"versions": package_versions(), "config": config}, sort_keys=False))

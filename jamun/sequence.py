@@ -11,6 +11,9 @@ RESIDUES: dict[str, str] = {
     "I": "ILE", "K": "LYS", "L": "LEU", "M": "MET", "N": "ASN", "P": "PRO", "Q": "GLN",
     "R": "ARG", "S": "SER", "T": "THR", "V": "VAL", "W": "TRP", "Y": "TYR",
 }
+# Three-letter code -> one-letter code, ordered by three-letter code: this order is the residue-type
+# vocabulary of the denoiser's input features (jamun/data/graph.py), which trained models depend on.
+THREE_TO_ONE: dict[str, str] = {three: one for one, three in sorted(RESIDUES.items(), key=lambda item: item[1])}
 MIN_LENGTH, MAX_LENGTH = 1, 8
 
 

@@ -51,11 +51,21 @@ def capped_backbone_pdb(path, phi_psi_deg):
     return path
 
 
-def test_builder_matches_independent_dihedral():
-    a, b, c = np.zeros(3), np.array([1.0, 0, 0]), np.array([1.5, 1.0, 0])
-    for target in (-170.0, -60.0, 0.0, 45.0, 179.0):
-        d = place(a, b, c, 1.0, 110.0, target)
-        assert np.degrees(numpy_dihedral(a, b, c, d)) == pytest.approx(target, abs=1e-8)
+def test_matches_a_textbook_dihedral_on_a_distorted_peptide(tmp_path):
+    """On a built ACE-GLY-ASN-NME with random displacements, every (φ_i, ψ_i) equals the atan2
+    dihedral of the atoms named C(i-1), N, CA, C and N, CA, C, N(i+1), found by name here."""
+    traj = mdtraj.load(str(build_peptide("GN", tmp_path / "gn.pdb")))
+    traj.xyz += np.random.default_rng(3).normal(scale=0.03, size=traj.xyz.shape).astype(np.float32)
+    top, xyz = traj.topology, traj.xyz[0].astype(np.float64)
+
+    def atom(residue: int, name: str) -> np.ndarray:
+        return xyz[top.select(f"resid {residue} and name {name}")[0]]
+
+    dih = backbone_dihedrals(traj)
+    for k, residue in enumerate((1, 2)):  # GLY and ASN; ACE is residue 0, NME residue 3
+        phi = numpy_dihedral(atom(residue - 1, "C"), atom(residue, "N"), atom(residue, "CA"), atom(residue, "C"))
+        psi = numpy_dihedral(atom(residue, "N"), atom(residue, "CA"), atom(residue, "C"), atom(residue + 1, "N"))
+        np.testing.assert_allclose(dih.angles[0, k], [phi, psi], atol=1e-5)
 
 
 def test_known_torsions_are_recovered_per_residue(tmp_path):

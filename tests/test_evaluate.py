@@ -5,6 +5,7 @@ import json
 import mdtraj
 import numpy as np
 import pytest
+from scipy.spatial.distance import jensenshannon
 
 from jamun.analysis import EnsembleFiles, evaluate_peptide, summarize
 from jamun.analysis.dihedrals import backbone_dihedrals
@@ -127,10 +128,29 @@ def test_outputs_and_metric_keys(evaluated):
         assert np.all((values >= 0) & (values <= np.log(2) + 1e-12))
     jamun = metrics["jamun"]
     assert jamun["js_distance_rama_1"] == pytest.approx(np.sqrt(jamun["jsd_rama_1"]))
+    assert metrics["jamun"]["jsd_rama_1"] > 3 * metrics["replicate_floor"]["jsd_rama_1"]  # residue 1 stuck in β
     assert jamun["jsd_1d_mean"] == pytest.approx(np.mean(
         [jamun[f"jsd_1d_{t}_{i}"] for i in (1, 2) for t in ("phi", "psi")]))
     for key in keys:
         assert metrics["jamun_ci_low"][key] <= metrics["jamun_ci_high"][key]
+
+
+def test_rama_jsd_equals_an_independent_histogram_jsd(run_dirs, evaluated):
+    """jsd_rama_<i> of the samples equals scipy's Jensen-Shannon distance squared (nats) between
+    numpy 2D histograms of mdtraj's φ/ψ of residue i, bins_rama per angle over [-π, π)."""
+    _, ref_dir, _, sam_dir = run_dirs
+    _, metrics = evaluated
+    reference = mdtraj.load(str(ref_dir / "traj.xtc"), top=str(ref_dir / "topology.pdb"))
+    samples = mdtraj.load(str(sam_dir / "samples.xtc"), top=str(sam_dir / "topology.pdb"))
+    edges = np.linspace(-np.pi, np.pi, EVAL_CFG["bins_rama"] + 1)
+
+    def histogram(traj: mdtraj.Trajectory, i: int) -> np.ndarray:
+        phi, psi = mdtraj.compute_phi(traj)[1][:, i], mdtraj.compute_psi(traj)[1][:, i]
+        return np.histogram2d(phi, psi, bins=[edges, edges])[0].ravel()
+
+    for i in (1, 2):
+        expected = jensenshannon(histogram(reference, i - 1), histogram(samples, i - 1), base=np.e) ** 2
+        assert metrics["jamun"][f"jsd_rama_{i}"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
 def test_costs_and_frame_counts(evaluated):

@@ -16,6 +16,7 @@ from jamun.analysis.evaluate import EvaluateSettings
 from jamun.md import MDSettings
 from jamun.sampling.sample import SampleSettings
 from jamun.schema import SCHEMA_FILE, full_config_settings, load_schema, section_settings
+from jamun.sequence import MAX_LENGTH, MIN_LENGTH, RESIDUES
 from jamun.training.settings import train_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,3 +200,20 @@ def test_the_schema_module_imports_no_heavy_package():
     code = "import sys, jamun.schema; print(sorted({'torch', 'numpy', 'openmm'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_peptide_patterns_match_the_residue_table():
+    """The schema's and the rules' peptide patterns accept exactly jamun.sequence's letters and lengths."""
+    letters = "".join(sorted(RESIDUES))
+    expected = f"[{letters}]{{{MIN_LENGTH},{MAX_LENGTH}}}"
+    assert load_schema()["$defs"]["peptide"]["pattern"] == f"^{expected}$"
+    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert f'peptide="{expected}"' in common
+
+
+def test_residue_type_vocabulary_keeps_its_order():
+    """Trained models index residue types in this order (three-letter codes sorted, then caps)."""
+    from jamun.data.graph import RESIDUE_TYPES
+
+    assert RESIDUE_TYPES == ("ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS",
+                             "MET", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL", "ACE", "NME")

@@ -7,8 +7,8 @@ import numpy as np
 import openmm.app
 import pytest
 
-from jamun.analysis.validity import (bond_length_ok, chirality_atoms, heavy_atom_bonds,
-                                     l_chirality_ok, map_atoms, signed_volumes)
+from jamun.analysis.validity import bond_length_ok, chirality_atoms, heavy_atom_bonds, l_chirality_ok, map_atoms
+from jamun.geometry import signed_volumes
 from jamun.peptides import build_peptide
 
 VILLIN_PDB = Path(openmm.app.__file__).parent / "data" / "test.pdb"  # villin headpiece, L-protein

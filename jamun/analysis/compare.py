@@ -12,8 +12,6 @@ Outputs: ``models.csv`` (one row per model and peptide, the metrics.csv column n
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import pandas as pd
 
 from jamun.analysis import plots
 from jamun.analysis.summarize import metrics_table
+from jamun.atomic import write_atomic
 
 # metrics.csv columns copied into models.csv, in this order.
 METRIC_COLUMNS = (
@@ -172,17 +171,6 @@ def model_table(models: Sequence[ModelSource], peptides: Sequence[str],
     return table.drop(columns=[f"_{c}" for c in SAME_REFERENCE])
 
 
-def _write_csv_atomic(table: pd.DataFrame, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
 def compare(models: Sequence[ModelSource], peptides: Sequence[str], out_dir: Path | str,
             root: Path | str | None = None) -> pd.DataFrame:
     """Write ``out_dir/models.csv`` and ``out_dir/models.png`` (see :func:`model_table`); return the
@@ -190,6 +178,6 @@ def compare(models: Sequence[ModelSource], peptides: Sequence[str], out_dir: Pat
     table = model_table(models, peptides, root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv_atomic(table, out_dir / "models.csv")
+    write_atomic(out_dir / "models.csv", lambda tmp: table.to_csv(tmp, index=False))
     plots.model_comparison(table, out_dir / "models.png")
     return table

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +31,10 @@ from jamun.analysis.jsd import bin_index, js_distance, jsd_from_counts, sparse_c
 from jamun.analysis.msm import UNASSIGNED, MSMFit, fit_msm, macrostate_fractions
 from jamun.analysis.timing import (equal_time_prefix, prefix_lengths, sampler_seconds,
                                    seconds_per_frame)
-from jamun.analysis.validity import (LEFT_MOLECULE_FACTOR, bond_length_ok, bond_lengths,
-                                     chains_left_molecule,
-                                     chirality_atoms, heavy_atom_bonds, l_chirality_ok, map_atoms,
-                                     signed_volumes)
+from jamun.analysis.validity import (LEFT_MOLECULE_FACTOR, bond_length_ok, chains_left_molecule, chirality_atoms,
+                                     heavy_atom_bonds, l_chirality_ok, map_atoms)
+from jamun.atomic import write_json_atomic
+from jamun.geometry import bond_lengths, signed_volumes
 from jamun.schema import section_settings
 from jamun.sequence import residue_label, validate_sequence
 
@@ -247,19 +245,6 @@ def _jsonable(value):
     return value
 
 
-def write_json_atomic(data: dict, path: Path) -> Path:
-    """Write `data` as indented JSON via a temporary file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_jsonable(data), handle, indent=1)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
 @dataclass(frozen=True)
 class Ensembles:
     """The three ensembles of one peptide, heavy atoms only, with their run records.
@@ -355,7 +340,7 @@ def validity_section(ensembles: Ensembles, tolerance_nm: float) -> dict:
     """
     reference = ensembles.reference
     bonds = heavy_atom_bonds(reference.topology)
-    mean_nm = mdtraj.compute_distances(reference, bonds, periodic=False).mean(axis=0)
+    mean_nm = bond_lengths(reference.xyz, bonds).mean(axis=0)
     sample_bonds = map_atoms(reference.topology, ensembles.samples.topology, bonds)
     jamun = _validity(ensembles.samples, sample_bonds, mean_nm, tolerance_nm, ensembles.chains)
     if jamun["chains_left_molecule"]:
@@ -469,5 +454,5 @@ def evaluate_peptide(sequence: str, files: EnsembleFiles, out_dir: Path | str, e
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_figures(out_dir, ens, fit, metrics, settings)
-    write_json_atomic(metrics, out_dir / "metrics.json")
+    write_json_atomic(out_dir / "metrics.json", metrics, indent=1)
     return metrics

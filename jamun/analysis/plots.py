@@ -6,8 +6,6 @@ in a notebook.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -15,23 +13,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from jamun.atomic import write_atomic
+
 # Free energies above this (in kT) share the top colour, so sparse panels stay comparable.
 MAX_FREE_ENERGY_KT = 8.0
 
 
 def save_figure(fig: plt.Figure, path: Path | str) -> Path:
-    """Write `fig` as PNG via a temporary file and os.replace; close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    """Write `fig` as PNG atomically (jamun.atomic); close it."""
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     finally:
-        Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
-    return path
 
 
 def free_energy_2d(phi_psi: np.ndarray, bins: int) -> np.ndarray:

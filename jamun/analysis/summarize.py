@@ -8,8 +8,6 @@ higher than that of MD of equal wall time.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pandas as pd
 
 from jamun.analysis import plots
 from jamun.analysis.evaluate import COMPARISONS
+from jamun.atomic import write_atomic
 
 SUMMARY_METRICS = ("jsd_rama_mean", "jsd_1d_mean", "jsd_macrostates")
 VALID_TARGET = 0.95
@@ -68,13 +67,7 @@ def summarize(metrics_files: Sequence[Path | str], out_dir: Path | str) -> pd.Da
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = metrics_table(metrics_files)
-    fd, tmp = tempfile.mkstemp(prefix=".metrics.csv.", suffix=".tmp", dir=out_dir)
-    os.close(fd)
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out_dir / "metrics.csv")
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_atomic(out_dir / "metrics.csv", lambda tmp: table.to_csv(tmp, index=False))
     plots.summary(table, out_dir / "summary.png", metrics=SUMMARY_METRICS,
                   comparisons=COMPARISONS)
     return table

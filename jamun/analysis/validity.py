@@ -11,6 +11,8 @@ from __future__ import annotations
 import mdtraj
 import numpy as np
 
+from jamun.geometry import bond_lengths, chirality_quads, signed_volumes
+
 # A bond longer than this multiple of its MD mean length is broken: the chain left the molecule.
 LEFT_MOLECULE_FACTOR = 2.0
 
@@ -56,32 +58,13 @@ def bond_length_ok(traj: mdtraj.Trajectory, bonds: np.ndarray, reference_nm: np.
 
 def chirality_atoms(topology: mdtraj.Topology) -> np.ndarray:
     """(n_chiral, 4) int64 indices (N, CA, C, CB) of every residue with all four atoms."""
-    rows = []
-    for residue in topology.residues:
-        atoms = {atom.name: atom.index for atom in residue.atoms}
-        if all(name in atoms for name in ("N", "CA", "C", "CB")):
-            rows.append([atoms["N"], atoms["CA"], atoms["C"], atoms["CB"]])
-    return np.array(rows, dtype=np.int64).reshape(-1, 4)
-
-
-def signed_volumes(xyz: np.ndarray, quads: np.ndarray) -> np.ndarray:
-    """(n_frames, n_chiral) nm³: (N − CA) · ((C − CA) × (CB − CA)) for quads (n_chiral, 4).
-
-    xyz: (n_frames, n_atoms, 3) nm.
-    """
-    n, ca, c, cb = (xyz[:, quads[:, k]] for k in range(4))
-    return np.einsum("fij,fij->fi", n - ca, np.cross(c - ca, cb - ca))
+    return chirality_quads({atom.name: atom.index for atom in residue.atoms} for residue in topology.residues)
 
 
 def l_chirality_ok(traj: mdtraj.Trajectory) -> np.ndarray:
     """(n_frames,) bool: every CA with a CB is L (positive signed volume); True if none has one."""
     volumes = signed_volumes(traj.xyz, chirality_atoms(traj.topology))
     return np.all(volumes > 0, axis=1)
-
-
-def bond_lengths(xyz: np.ndarray, bonds: np.ndarray) -> np.ndarray:
-    """(n_frames, n_bonds) nm: lengths of `bonds` (n_bonds, 2) in xyz (n_frames, n_atoms, 3) nm."""
-    return np.linalg.norm(xyz[:, bonds[:, 0]] - xyz[:, bonds[:, 1]], axis=-1)
 
 
 def chains_left_molecule(lengths: np.ndarray, reference_nm: np.ndarray, n_chains: int,

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from jamun.data.radius import radius_graph
+from jamun.sequence import THREE_TO_ONE
 
 ELEMENTS = ("C", "N", "O", "S")
 ATOM_NAMES = (
@@ -27,13 +28,8 @@ ATOM_NAMES = (
     "CE3", "CZ", "CZ2", "CZ3", "CH2", "CH3", "ND1", "ND2", "NE", "NE1", "NE2", "NH1", "NH2", "NZ",
     "OD1", "OD2", "OE1", "OE2", "OG", "OG1", "OH", "SD", "SG",
 )  # fmt: skip
-AMINO_ACIDS = {
-    "ALA": "A", "ARG": "R", "ASN": "N", "ASP": "D", "CYS": "C", "GLN": "Q", "GLU": "E", "GLY": "G",
-    "HIS": "H", "ILE": "I", "LEU": "L", "LYS": "K", "MET": "M", "PHE": "F", "PRO": "P", "SER": "S",
-    "THR": "T", "TRP": "W", "TYR": "Y", "VAL": "V",
-}  # fmt: skip
 CAPS = ("ACE", "NME")
-RESIDUE_TYPES = (*AMINO_ACIDS, *CAPS)
+RESIDUE_TYPES = (*THREE_TO_ONE, *CAPS)
 RESIDUE_ALIASES = {
     "HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
     "CYX": "CYS", "CYM": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS", "NMA": "NME",
@@ -128,7 +124,7 @@ def topology_features(topology: mdtraj.Topology) -> TopologyFeatures:
         )
 
     sequence = "".join(
-        AMINO_ACIDS.get(RESIDUE_ALIASES.get(r.name, r.name), "X") for r in topology.residues if r.name not in CAPS
+        THREE_TO_ONE.get(RESIDUE_ALIASES.get(r.name, r.name), "X") for r in topology.residues if r.name not in CAPS
     )
     return TopologyFeatures(
         **{name: np.asarray(values, dtype=np.int64) for name, values in columns.items()},

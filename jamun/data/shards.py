@@ -175,12 +175,6 @@ def _allocate(rng: np.random.Generator, peptide_frames: Sequence[int], shard_siz
     return counts
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class _Scratch:
     """Peptide-blocked, unshuffled shards in two flat scratch files filled by positioned writes."""
 

@@ -18,13 +18,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from jamun.atomic import write_atomic, write_json_atomic, write_text_atomic
 from jamun.model.checkpoint import read_checkpoint
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
@@ -117,19 +116,6 @@ def model_fingerprint(spec: Path | str) -> str:
         return f"unresolved: {error}"
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write`` on a temporary file next to ``path``, then move it onto ``path`` (mode 644)."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 600; shipped files must be readable by every user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_half(checkpoint: Path, target: Path) -> None:
     """Save ``checkpoint`` to ``target`` with its state_dict's floating-point tensors as float16."""
     payload = read_checkpoint(checkpoint)
@@ -172,13 +158,13 @@ def register_model(
     root.mkdir(parents=True, exist_ok=True)
     weights, card = root / f"{name}.ckpt", root / f"{name}.md"
     if half:
-        _write_atomic(weights, lambda tmp: _save_half(checkpoint, tmp))
+        write_atomic(weights, lambda tmp: _save_half(checkpoint, tmp))
     else:
-        _write_atomic(weights, lambda tmp: shutil.copyfile(checkpoint, tmp))
-    _write_atomic(card, lambda tmp: tmp.write_text(card_text))
+        write_atomic(weights, lambda tmp: shutil.copyfile(checkpoint, tmp))
+    write_text_atomic(card, card_text)
     registry["models"][name] = {"weights": weights.name, "sha256": file_sha256(weights), "card": card.name,
                                 "summary": summary}
     if default:
         registry["default"] = name
-    _write_atomic(root / REGISTRY, lambda tmp: tmp.write_text(json.dumps(registry, indent=2) + "\n"))
+    write_json_atomic(root / REGISTRY, registry)
     return weights

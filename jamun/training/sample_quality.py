@@ -26,8 +26,9 @@ import torch
 
 from jamun.analysis.dihedrals import backbone_dihedrals
 from jamun.analysis.jsd import jsd_angles
-from jamun.analysis.validity import bond_length_ok, bond_lengths, chains_left_molecule, l_chirality_ok
+from jamun.analysis.validity import bond_length_ok, chains_left_molecule, l_chirality_ok
 from jamun.data.graph import TopologyFeatures, topology_features
+from jamun.geometry import bond_lengths
 from jamun.sampling.sample import SampleSettings, walk_jump_peptides
 
 __all__ = ["ValidationPeptide", "load_validation_peptide", "sample_quality", "QUALITY_COLUMNS"]
