@@ -112,7 +112,7 @@ def cmd_shard(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from jamun.train import train
+    from jamun.training import train
 
     use_headless_figures()
     train_cfg = load_section(args, "train")
@@ -214,6 +214,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``jamun`` argument parser with one subcommand per stage."""
     parser = argparse.ArgumentParser(prog="jamun", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an expected failure too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
@@ -310,14 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Failures a user can act on (bad input, a corrupt or missing file, a run that went non-finite):
+# one line on stderr and exit status 2; anything else is a bug and keeps its traceback.
+EXPECTED_FAILURES = (ValueError, FileNotFoundError, FloatingPointError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; errors in the input are printed as one line and exit with status 2."""
+    """Entry point; expected failures are printed as one line (``--debug``: with the traceback)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"jamun {args.command}: error: {error}", file=sys.stderr)
+    except EXPECTED_FAILURES as error:
+        if args.debug:
+            raise
+        message = " ".join(str(error).split())  # one line, whatever the exception's text held
+        print(f"jamun {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -68,6 +68,9 @@ class PeptideRoles:
                     f"({peptides_cfg[first]}) and the {second} list ({peptides_cfg[second]}); "
                     "each id may be in one list only"
                 )
+        if not lists["train"]:
+            raise ValueError(f"the train list {peptides_cfg['train']} names no peptide; the model needs at least one "
+                             "training peptide (one-letter ids, one per line)")
         evaluate_train = tuple(validate_sequence(p) for p in peptides_cfg.get("evaluate_train", ()))
         for peptide in evaluate_train:
             if peptide not in lists["train"] and peptide not in lists["val"]:

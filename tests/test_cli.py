@@ -93,3 +93,17 @@ def test_misspelled_setting_is_named_before_any_work(stage, tmp_path):
     [line] = result.stderr.strip().splitlines()
     assert "unknown key 'chainz'" in line and "valid keys:" in line
     assert not out.exists()
+
+
+def test_a_corrupt_input_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    """A damaged file: one line naming it, exit 2; with --debug the traceback as well."""
+    record = tmp_path / "md.json"
+    record.write_bytes(b"\x00\x01garbage")
+    argv = ["evaluate", "GN", "--reference", "r.xtc", str(record), "r.pdb", "--replicate", "p.xtc", str(record),
+            "--samples", "s.xtc", "s.json", "s.pdb", "-o", str(tmp_path / "out")]
+    result = subprocess.run([JAMUN, *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"jamun evaluate: error: {record}: not a JSON run record")
+    debug = subprocess.run([JAMUN, "--debug", *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "InputError" in debug.stderr

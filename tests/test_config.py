@@ -80,3 +80,11 @@ def test_misspelled_nested_key_stops_the_run(tmp_path):
     )
     assert result.returncode != 0
     assert "tica_lagps" in result.stdout + result.stderr
+
+
+def test_empty_train_list_and_untrained_evaluate_train_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="train.txt names no peptide"):
+        PeptideRoles.from_config(write_lists(tmp_path, train="# nothing yet\n", test="GN\n"))
+    cfg = {**write_lists(tmp_path, train="AA\n", test="GN\n"), "evaluate_train": ["GN"]}
+    with pytest.raises(ValueError, match="evaluate_train lists 'GN'"):
+        PeptideRoles.from_config(cfg)

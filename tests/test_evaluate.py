@@ -1,6 +1,7 @@
 """evaluate_peptide end to end on small synthetic trajectories; summarize; equal-time prefixes."""
 
 import json
+import shutil
 
 import mdtraj
 import numpy as np
@@ -12,6 +13,7 @@ from jamun.analysis.dihedrals import backbone_dihedrals
 from jamun.analysis.evaluate import Ensembles, validity_section
 from jamun.analysis.summarize import HEADLINE, metrics_table
 from jamun.analysis.validity import heavy_atom_bonds
+from jamun.errors import InputError
 from jamun.analysis.timing import (equal_time_prefix, prefix_lengths, sampler_seconds,
                                    seconds_per_frame)
 from jamun.peptides import build_peptide
@@ -37,8 +39,9 @@ def rotate(xyz, moving, origin, axis_end, angle):
 
 
 def set_backbone(traj, targets_deg):
-    """Copy of `traj`'s first frame per target with (φ_i, ψ_i) set; targets (n, n_res, 2) deg."""
+    """Copy of `traj`'s first frame per target with (φ_i, ψ_i) set, 1 ps apart; targets (n, n_res, 2) deg."""
     out = mdtraj.join([traj[0]] * len(targets_deg))
+    out.time = np.arange(len(targets_deg), dtype=np.float64)
     top = out.topology
     for i, residue in enumerate(r for r in top.residues if r.name not in ("ACE", "NME")):
         atoms = {a.name: a.index for a in residue.atoms}
@@ -88,7 +91,8 @@ def run_dirs(tmp_path_factory):
     heavy.xyz[9, :, 0] *= -1.0      # one mirrored (D) frame
     heavy.save_xtc(str(sam_dir / "samples.xtc"))
     heavy[0].save_pdb(str(sam_dir / "topology.pdb"))
-    (sam_dir / "sample.json").write_text(json.dumps({"chains": chains, "wall_seconds": 20.0}))
+    (sam_dir / "sample.json").write_text(json.dumps({"chains": chains, "n_samples": steps * chains,
+                                                     "wall_seconds": 20.0}))
     return root, ref_dir, rep_dir, sam_dir
 
 
@@ -329,3 +333,48 @@ def test_prefix_lengths_are_increasing_and_end_at_total():
     lengths = prefix_lengths(1000, 12)
     assert lengths[0] == 10 and lengths[-1] == 1000 and np.all(np.diff(lengths) > 0)
     assert prefix_lengths(3, 12).tolist() == [1, 2, 3]
+
+
+def corrupted_copy(run_dirs, tmp_path, damage) -> EnsembleFiles:
+    """The evaluation inputs copied to tmp_path, with ``damage(files)`` applied to the copy."""
+    root, *_ = run_dirs
+    shutil.copytree(root, tmp_path / "copy", ignore=shutil.ignore_patterns("evaluate"))
+    files = EnsembleFiles.from_folders(tmp_path / "copy" / "md", tmp_path / "copy" / "md" / "replicate",
+                                       tmp_path / "copy" / "samples")
+    damage(files)
+    return files
+
+
+def truncate(path, fraction=0.6):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def keep_frames(path, topology, frames):
+    mdtraj.load(str(path), top=str(topology))[frames].save_xtc(str(path))
+
+
+FAULTS = {
+    "truncated reference": (lambda f: truncate(f.reference), "reference", "traj.xtc"),
+    "garbage samples": (lambda f: f.samples.write_bytes(np.random.default_rng(0).bytes(5000)), "samples",
+                        "samples.xtc"),
+    "25 of 600 frames": (lambda f: keep_frames(f.reference, f.topology, slice(0, 25)), "reference",
+                         "holds 25 frames, its run record says 600"),
+    "frames out of order": (lambda f: keep_frames(f.replicate, f.topology, np.r_[300:600, 0:300]), "replicate",
+                            "goes back in time"),
+    "garbage md.json": (lambda f: f.replicate_record.write_bytes(b"\xff\xfe{"), "replicate_record", "not a JSON"),
+    "md.json without n_frames": (lambda f: f.reference_record.write_text("{}"), "reference_record", "n_frames"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_damaged_inputs_are_refused_by_name(run_dirs, tmp_path, fault):
+    """Each injected fault stops evaluation with one line naming the damaged file; nothing is written."""
+    damage, field, complaint = FAULTS[fault]
+    files = corrupted_copy(run_dirs, tmp_path, damage)
+    out = tmp_path / "out"
+    with pytest.raises(InputError) as raised:
+        evaluate_peptide("AN", files, out, EVAL_CFG, role="held-out")
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(str(getattr(files, field))) and complaint in message
+    assert not out.exists()

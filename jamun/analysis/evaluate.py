@@ -15,7 +15,6 @@ chains that left the molecule (a bond > 2x its MD mean length): counted, never d
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numpy as np
 from jamun.analysis import plots
 from jamun.analysis.dihedrals import (BackboneDihedrals, backbone_dihedrals, check_same_residues,
                                       dihedral_features)
+from jamun.analysis.inputs import EnsembleFiles, load_trajectory, read_record
 from jamun.analysis.jsd import bin_index, js_distance, jsd_from_counts, sparse_counts
 from jamun.analysis.msm import UNASSIGNED, MSMFit, fit_msm, macrostate_fractions
 from jamun.analysis.timing import (equal_time_prefix, prefix_lengths, sampler_seconds,
@@ -71,22 +71,6 @@ class EvaluateSettings:
         unknown key or a bad value is a one-line ValueError naming ``source`` and the key."""
         s = section_settings("evaluate", cfg, source)
         return cls(**{key: value for key, value in s.items() if key != "msm"}, **s["msm"])
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"run record {path} not found")
-    return json.loads(path.read_text())
-
-
-def _load_heavy(xtc: Path, topology_pdb: Path) -> mdtraj.Trajectory:
-    """Heavy-atom frames of `xtc` on `topology_pdb` (hydrogens dropped if present)."""
-    for path in (xtc, topology_pdb):
-        if not path.is_file():
-            raise FileNotFoundError(f"trajectory input {path} not found")
-    topology = mdtraj.load_topology(str(topology_pdb))
-    heavy = [atom.index for atom in topology.atoms if atom.element.symbol != "H"]
-    return mdtraj.load(str(xtc), top=str(topology_pdb), atom_indices=heavy)
 
 
 def metric_labels(dihedrals: BackboneDihedrals, fit: MSMFit,
@@ -269,46 +253,24 @@ class Ensembles:
         return self.samples.n_frames // self.chains
 
 
-@dataclass(frozen=True)
-class EnsembleFiles:
-    """The files one evaluation reads, each named by the caller (no folder layout is assumed).
-
-    reference, reference_record, topology: the reference MD's trajectory, md.json and all-atom
-    topology, which the replicate shares; replicate, replicate_record: the independent replicate;
-    samples, samples_record, samples_topology: samples.xtc, sample.json and heavy-atom topology.
-    """
-
-    reference: Path
-    reference_record: Path
-    topology: Path
-    replicate: Path
-    replicate_record: Path
-    samples: Path
-    samples_record: Path
-    samples_topology: Path
-
-    @classmethod
-    def from_folders(cls, reference: Path, replicate: Path, samples: Path) -> EnsembleFiles:
-        """The files in output folders of `jamun simulate` (reference, replicate) and `jamun sample`."""
-        reference, replicate, samples = Path(reference), Path(replicate), Path(samples)
-        return cls(reference / "traj.xtc", reference / "md.json", reference / "topology.pdb",
-                   replicate / "traj.xtc", replicate / "md.json",
-                   samples / "samples.xtc", samples / "sample.json", samples / "topology.pdb")
-
-
 def load_ensembles(sequence: str, files: EnsembleFiles) -> Ensembles:
     """Read and cross-check the reference MD, its replicate and the JAMUN samples of `sequence`.
 
     Raises FileNotFoundError for a missing input, ValueError when the files do not belong
     together (other peptide, other residues, frame count not a multiple of the chains).
     """
-    records = {"reference": _read_json(files.reference_record),
-               "replicate": _read_json(files.replicate_record),
-               "samples": _read_json(files.samples_record)}
+    md_keys, sample_keys = ("n_frames", "save_every_ps"), ("chains", "n_samples")
+    records = {"reference": read_record(files.reference_record, "jamun simulate", md_keys),
+               "replicate": read_record(files.replicate_record, "jamun simulate --role replicate", md_keys),
+               "samples": read_record(files.samples_record, "jamun sample", sample_keys)}
     topology_pdb = files.topology
-    reference = _load_heavy(files.reference, topology_pdb)
-    replicate = _load_heavy(files.replicate, topology_pdb)
-    samples = _load_heavy(files.samples, files.samples_topology)
+    reference, replicate = (
+        load_trajectory(xtc, topology_pdb, writer, frames=records[name]["n_frames"],
+                        frame_interval=records[name]["save_every_ps"])
+        for name, xtc, writer in (("reference", files.reference, "jamun simulate"),
+                                  ("replicate", files.replicate, "jamun simulate --role replicate")))
+    samples = load_trajectory(files.samples, files.samples_topology, "jamun sample",
+                              frames=records["samples"]["n_samples"], frame_interval=None)
 
     dihedrals = {"reference": backbone_dihedrals(reference),
                  "replicate": backbone_dihedrals(replicate),
