@@ -10,6 +10,7 @@ import pytest
 from scipy.spatial.distance import pdist
 
 from jamun.data.dataset import EpochOrder, ShardSplit
+from jamun.errors import InputError
 from jamun.data.shards import read_peptides, sha256_file, write_shards
 
 # ACE-ALA-NME with hydrogens (built with jamun.peptides.build_peptide), coordinates in Å.
@@ -260,3 +261,19 @@ def test_bad_inputs_are_named(tmp_path, two_peptides):
                      frames_per_shard=10, seed=0)  # fmt: skip
     with pytest.raises(ValueError, match="distinct"):
         write_shards("train", [two_peptides[0], two_peptides[0]], tmp_path / "x", frames_per_shard=10, seed=0)
+
+
+@pytest.mark.parametrize("file, damage, complaint", [
+    ("manifest.csv", b"\xff\xfe\x00garbage", "not a shard manifest"),
+    ("manifest.csv", b"a,b\n1,2\n", "missing columns"),
+    ("peptides.json", b"{[", "not the peptide list"),
+])
+def test_damaged_split_records_are_named(tmp_path, two_peptides, file, damage, complaint):
+    """A garbage manifest or peptide list: one line naming the file and `jamun shard` to rerun."""
+    write_shards("train", two_peptides, tmp_path / "train", frames_per_shard=100, seed=0)
+    (tmp_path / "train" / file).write_bytes(damage)
+    with pytest.raises(InputError) as raised:
+        ShardSplit(tmp_path / "train")
+    message = str(raised.value)
+    assert message.startswith(str(tmp_path / "train" / file)) and complaint in message
+    assert "jamun shard" in message and "\n" not in message

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from jamun.data.graph import GraphBatch, TopologyFeatures, batch_graphs
-from jamun.data.shards import MANIFEST, read_peptides, sha256_file
+from jamun.data.shards import MANIFEST, read_manifest, read_peptides, sha256_file
 
 __all__ = ["ShardSplit", "FrameBatch", "EpochOrder"]
 
@@ -71,9 +70,7 @@ class ShardSplit:
     def __init__(self, split_dir: Path, *, verify: bool = True, max_open: int = 2):
         self.split_dir = Path(split_dir)
         manifest_path = self.split_dir / MANIFEST
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"shard manifest {manifest_path} not found; run the shard step for this split")
-        self.manifest = pd.read_csv(manifest_path).sort_values("shard").reset_index(drop=True)
+        self.manifest = read_manifest(self.split_dir)
         self.peptides, self.features = read_peptides(self.split_dir)
         self.n_atoms = np.array([f.num_atoms for f in self.features], dtype=np.int64)
         self.sizes = self.manifest["n_frames"].to_numpy(dtype=np.int64)

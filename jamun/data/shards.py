@@ -43,12 +43,14 @@ import numpy as np
 import pandas as pd
 
 from jamun.data.graph import TopologyFeatures, topology_features
+from jamun.errors import bad_file
 
 __all__ = [
     "PAIR_CUTOFF_NM",
     "SPLITS",
     "pair_msd",
     "write_shards",
+    "read_manifest",
     "read_peptides",
     "sha256_file",
 ]
@@ -98,9 +100,36 @@ def pair_msd(frames: np.ndarray, cutoff_nm: float = PAIR_CUTOFF_NM) -> np.ndarra
         return np.where(close, d2, 0.0).sum(1) / close.sum(1)
 
 
+MANIFEST_COLUMNS = ("split", "shard", "positions", "frames_file", "n_frames", "n_atoms", "peptides",
+                    "positions_sha256", "frames_sha256")
+RESHARD = "rerun `jamun shard` for this split"
+
+
+def read_manifest(split_dir: Path) -> pd.DataFrame:
+    """The split's manifest, one row per shard in shard order; a damaged one is refused by name."""
+    path = Path(split_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"shard manifest {path} not found; run `jamun shard` for this split")
+    try:
+        manifest = pd.read_csv(path, encoding="utf-8")
+    except (UnicodeDecodeError, ValueError) as error:  # pandas' parser errors are ValueErrors
+        raise bad_file(path, f"not a shard manifest ({type(error).__name__}: {error})", RESHARD) from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing or manifest.empty:
+        raise bad_file(path, f"not a shard manifest (missing columns {missing})" if missing else "lists no shard",
+                       RESHARD)
+    return manifest.sort_values("shard").reset_index(drop=True)
+
+
 def read_peptides(split_dir: Path) -> tuple[list[str], list[TopologyFeatures]]:
     """Peptide ids and their heavy-atom features, in the order of the shards' peptide index."""
-    entries = json.loads((Path(split_dir) / PEPTIDES).read_text())
+    path = Path(split_dir) / PEPTIDES
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `jamun shard` for this split")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise bad_file(path, f"not the peptide list of a shard split ({error})", RESHARD) from None
 
     def field(name: str, value):
         if isinstance(value, str):
