@@ -170,7 +170,8 @@ def test_nonfinite_chain_stops_with_partial_samples_in_work_only(inputs, tmp_pat
     out = tmp_path / "AA"
     out.mkdir()
     (out / "samples.xtc").write_text("stale output of an earlier run")
-    with pytest.raises(NonFiniteChainError, match=r"AA: chain 2 became non-finite at walk step 3") as error:
+    with pytest.raises(NonFiniteChainError, match=r"AA: chain 2 became non-finite or diverged at walk step 3; "
+                                                  r"a smaller sample.dt .*sample.score_clip_sigmas") as error:
         sample_peptide("AA", inputs["AA"], inputs["model"], out, chains=4, steps=10, progress=False)
     assert (error.value.chain, error.value.step) == (2, 3)
     partial = out / ".work" / "samples.xtc"
@@ -178,6 +179,25 @@ def test_nonfinite_chain_stops_with_partial_samples_in_work_only(inputs, tmp_pat
     assert [p.name for p in out.iterdir()] == [".work"]
     samples, step = read_xtc(partial)
     assert step.tolist() == [1, 1, 1, 1, 2, 2, 2, 2] and np.isfinite(samples).all()
+
+
+def test_a_diverging_chain_stops_before_it_reaches_a_file(inputs, tmp_path, monkeypatch):
+    """A jump that flies off (finite, but far beyond any molecule) is stopped like a NaN one."""
+    real_load = jamun.model.load
+
+    class Diverging(PoisonedDenoiser):
+        def xhat(self, y, graph):
+            xhat = self.inner.xhat(y, graph)
+            if self.calls >= self.from_call:
+                xhat[graph.batch == self.graph_id] = 1e7
+            self.calls += 1
+            return xhat
+
+    monkeypatch.setattr(jamun.model, "load", lambda *a, **k: Diverging(real_load(*a, **k), 1, 2))
+    with pytest.raises(NonFiniteChainError, match="chain 1 became non-finite or diverged at walk step 2"):
+        sample_peptide("AA", inputs["AA"], inputs["model"], tmp_path / "AA", chains=2, steps=5, progress=False)
+    samples, _ = read_xtc(tmp_path / "AA" / ".work" / "samples.xtc")
+    assert np.abs(samples).max() < 10
 
 
 def test_initial_positions_add_sigma_noise_to_one_structure_or_spread_frames():

@@ -38,7 +38,7 @@ class NonFiniteChainError(FloatingPointError):
 
     def __init__(self, chain: int, step: int, message: str | None = None) -> None:
         self.chain, self.step = chain, step
-        super().__init__(message or f"chain {chain} became non-finite at walk step {step}")
+        super().__init__(message or f"chain {chain} became non-finite or diverged at walk step {step}")
 
 
 class Jump(NamedTuple):
@@ -191,13 +191,19 @@ class BAOAB:
                 yield Jump(step, y, xhat)
 
 
-def _check_finite(y: Tensor, xhat: Tensor, step: int, chain_of_row: Tensor) -> None:
-    """Raise NonFiniteChainError for the first particle row whose y or xhat is NaN or infinite.
+# |coordinate| (nm) beyond which a chain has diverged: a peptide spans ~1 nm, and the XTC format
+# cannot store values beyond ~2e6 nm at its 1e-3 nm precision.
+DIVERGED_NM = 1e4
 
-    One host sync per step; the denoiser's radius graph syncs every step anyway, and stopping at
-    once keeps a NaN from reaching the next forward pass.
+
+def _check_finite(y: Tensor, xhat: Tensor, step: int, chain_of_row: Tensor) -> None:
+    """Raise NonFiniteChainError for the first particle row whose y or xhat is NaN, infinite or
+    diverged (beyond DIVERGED_NM), before such a frame reaches the next forward pass or a file.
+
+    One host sync per step; the denoiser's radius graph syncs every step anyway.
     """
-    finite = (torch.isfinite(y).all(dim=-1) & torch.isfinite(xhat).all(dim=-1)).reshape(-1)
+    bounded = (y.abs() < DIVERGED_NM).all(dim=-1) & (xhat.abs() < DIVERGED_NM).all(dim=-1)  # False for NaN
+    finite = bounded.reshape(-1)
     if not bool(finite.all()):
         row = int(torch.nonzero(~finite)[0])
         raise NonFiniteChainError(chain=int(chain_of_row[row]), step=step)

@@ -168,7 +168,9 @@ def walk_jump_peptides(
     except NonFiniteChainError as error:
         peptide, chain = divmod(error.chain, chains)
         raise NonFiniteChainError(
-            chain, error.step, f"{names[peptide]}: chain {chain} became non-finite at walk step {error.step}"
+            chain, error.step, f"{names[peptide]}: chain {chain} became non-finite or diverged at walk step "
+                               f"{error.step}; a smaller sample.dt (now {settings.dt or 'sigma'}) or a score clip "
+                               f"(sample.score_clip_sigmas, now {settings.score_clip_sigmas}) keeps chains stable"
         ) from None
 
 
