@@ -2,7 +2,7 @@
 
 A workflow MD job declares `threads: 1`, but the OpenMM CPU platform defaults to every core, so
 beside another job its threads fight for a core. For a built capped dipeptide (implicit protocol,
-default settings) this times `--seconds` of stepping on contexts made by `jamun.md.make_context`
+default settings) this times `--seconds` of stepping on contexts made by `jamun.md.platform.make_context`
 (the code path of `simulate`) for Reference, CPU with Threads=1 and CPU with OpenMM's default
 (all cores), each alone and beside a competitor: a second process spinning a pure-Python loop,
 which keeps one core busy like a neighbouring single-threaded job. It also prints what the `auto`
@@ -28,8 +28,10 @@ from pathlib import Path
 import openmm
 import openmm.unit as unit
 
-from jamun.md import (MDSettings, PreparedSystem, create_system, load_system_pdb, make_context, make_integrator,
-                      select_platform)
+from jamun.md import MDSettings
+from jamun.md.platform import make_context, select_platform
+from jamun.md.protocol import make_integrator
+from jamun.md.system import PreparedSystem, create_system, load_system_pdb
 from jamun.peptides import build_peptide
 
 CHUNK_STEPS = 500  # steps between clock reads (~40 ms at 2,000 ns/day and 2 fs)

@@ -21,8 +21,9 @@ from pathlib import Path
 import openmm
 import openmm.unit as unit
 
-from jamun.md import (MDSettings, add_barostat, create_system, derived_seed, load_system_pdb, make_integrator,
-                      simulate)
+from jamun.md import MDSettings, simulate
+from jamun.md.protocol import add_barostat, derived_seed, make_integrator
+from jamun.md.system import create_system, load_system_pdb
 from jamun.peptides import build_peptide
 
 

@@ -13,9 +13,12 @@ import openmm.unit as unit
 import pytest
 from mdtraj.formats import XTCTrajectoryFile
 
-from jamun.md import (MDSettings, _resume_platform, add_restraints, available_platforms, create_system,
-                      frame_count, load_system_pdb, make_context, plan_stages, remove_restraints, restraint_energy,
-                      select_platform, simulate)
+from jamun.md import MDSettings, simulate
+from jamun.md import platform as md_platform
+from jamun.md import run as md_run
+from jamun.md.platform import available_platforms, choose_platform, make_context, select_platform
+from jamun.md.protocol import RESTRAINT_GROUP, Stage, add_restraints, frame_count, plan_stages, set_stage_forces
+from jamun.md.system import create_system, load_system_pdb
 from jamun.peptides import build_peptide
 
 MD_JSON_KEYS = {"forcefield", "water_model", "implicit_model", "protocol", "timestep_ps", "steps",
@@ -25,8 +28,17 @@ MD_JSON_KEYS = {"forcefield", "water_model", "implicit_model", "protocol", "time
 TINY = dict(nvt_ps=0.2, save_every_ps=0.1, checkpoint_every_ps=0.4, platform="Reference")
 
 
+AMU_PER_NM3_IN_G_PER_CM3 = 1.66053907e-24 / 1e-21  # 1 amu/nm^3 in g/cm^3
+
+
 def reference_context(system: openmm.System) -> openmm.Context:
     return openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+
+
+def restraint_energy(context: openmm.Context) -> float:
+    """OpenMM's potential energy (kJ/mol) of the restraint force group alone."""
+    state = context.getState(getEnergy=True, groups={RESTRAINT_GROUP})
+    return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
 
 
 @pytest.fixture(scope="module")
@@ -77,25 +89,29 @@ def test_frame_count_and_stages():
         ("nvt", 0, 500, True, False), ("npt", 500, 1000, True, True), ("production", 1500, 2000, False, True)]
 
 
-def test_restraint_energy_zero_after_removal(ala_pdb):
+def test_restraints_come_off_in_a_live_context_keeping_its_state(ala_pdb):
+    """Restrained stage -> production stage in one Context, as the run does: the restraint energy
+    (k = restraint_k, heavy atoms only) goes to zero, positions and every other force stay."""
     pdb = load_system_pdb(ala_pdb)
     settings = MDSettings.from_config(TINY)
     prepared = create_system(pdb.topology, pdb.positions, settings)
     reference = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    add_restraints(prepared, reference, k=1000.0)
+    set_stage_forces(prepared, Stage("nvt", 0, 10, restrained=True, barostat=False), reference, settings, 1, 0)
     context = reference_context(prepared.system)
     shifted = reference + np.array([0.01, 0.0, 0.0])
     context.setPositions(shifted)
     n_heavy = sum(a.element.symbol != "H" for a in pdb.topology.atoms())
-    assert restraint_energy(context) == pytest.approx(0.5 * 1000.0 * n_heavy * 0.01**2, rel=1e-6)
+    restraint = 0.5 * settings.restraint_k * n_heavy * 0.01**2
+    assert restraint_energy(context) == pytest.approx(restraint, rel=1e-6)
     total_before = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
 
-    remove_restraints(prepared.system, context)
+    production = Stage("production", 10, 10, restrained=False, barostat=False)
+    set_stage_forces(prepared, production, reference, settings, 1, 10, context)
     assert restraint_energy(context) == 0.0
     state = context.getState(getEnergy=True, getPositions=True)
     np.testing.assert_allclose(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), shifted, atol=1e-9)
     total_after = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    assert total_after == pytest.approx(total_before - 0.5 * 1000.0 * n_heavy * 0.01**2, rel=1e-6)
+    assert total_after == pytest.approx(total_before - restraint, rel=1e-6)
 
 
 def test_explicit_restraints_use_minimum_image(gly_pdb):
@@ -114,13 +130,39 @@ def test_explicit_restraints_use_minimum_image(gly_pdb):
     assert restraint_energy(context) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_explicit_npt_changes_volume_and_keeps_box(gly_pdb, tmp_path):
-    """Smallest capped peptide (ACE-GLY-NME), TIP3P, barostat during NPT and production."""
+def test_explicit_box_stays_cubic_at_waters_density(gly_pdb, tmp_path, monkeypatch):
+    """Smallest capped peptide (ACE-GLY-NME), TIP3P, barostat during NPT and production.
+
+    Every checkpointed State is looked at: the box stays the configured cube (an isotropic barostat
+    scales all edges alike) and keeps the minimized start's volume through NVT (no barostat there).
+    Modeller's box starts under-dense (~0.93 g/cm^3, gaps around the solute), i.e. far below 1 bar,
+    so a barostat at 1 bar must shrink it: the density rises under NPT and stays within 10 % of
+    liquid water's (TIP3P at 300 K: 0.98 g/cm^3), every edge above 2 x cutoff.
+    """
+    observed = []  # (step, box vectors nm, total mass amu) of every checkpoint
+    write = md_run.write_checkpoint
+
+    def observe(work, context, progress):
+        system = context.getSystem()
+        mass = sum(system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles()))
+        box = context.getState().getPeriodicBoxVectors().value_in_unit(unit.nanometer)
+        observed.append((progress["step"], np.array(box), mass))
+        write(work, context, progress)
+
+    monkeypatch.setattr(md_run, "write_checkpoint", observe)
     settings = MDSettings.from_config({"protocol": "explicit", "platform": "CPU", "nvt_ps": 0.2, "npt_ps": 1.0,
                                        "save_every_ps": 0.1, "checkpoint_every_ps": 0.2})
     md = simulate(gly_pdb, tmp_path, length_ns=0.0002, seed=2, settings=settings, progress=False)
-    volumes = md["explicit"]["box_volume_nm3_start"], md["explicit"]["box_volume_nm3_end"]
-    assert volumes[0] != volumes[1]
+    nvt_end = settings.steps(settings.nvt_ps)
+    assert [step for step, _, _ in observed] == [0, nvt_end] + [nvt_end + 50 * i for i in range(1, 6)]
+    for _, box, _ in observed:
+        np.testing.assert_allclose(box, box[0, 0] * np.eye(3), rtol=1e-9, atol=1e-12)
+    start, end = md["explicit"]["box_volume_nm3_start"], md["explicit"]["box_volume_nm3_end"]
+    volumes = [np.linalg.det(box) for _, box, _ in observed] + [end]
+    assert volumes[0] == pytest.approx(start, rel=1e-9) and volumes[1] == pytest.approx(start, rel=1e-9)
+    densities = [observed[0][2] / v * AMU_PER_NM3_IN_G_PER_CM3 for v in volumes]
+    assert densities == pytest.approx([1.0] * len(densities), rel=0.1)
+    assert densities[-1] > densities[0]  # compressed towards water's density
     assert min(volumes) ** (1 / 3) > 2 * settings.cutoff_nm
     assert md["solvent"]["HOH"] > 300 and md["n_atoms_protein"] == 19
     traj = mdtraj.load(str(tmp_path / "traj.xtc"), top=str(tmp_path / "topology.pdb"))
@@ -130,9 +172,9 @@ def test_explicit_npt_changes_volume_and_keeps_box(gly_pdb, tmp_path):
 
 KILL_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
-    import jamun.md as md
+    import jamun.md.run as md
 
-    write = md._write_checkpoint
+    write = md.write_checkpoint
 
     def crash_at(work, context, progress):
         # Die right before the checkpoint after frame KILL_AT: the XTC then holds frames the last
@@ -141,13 +183,13 @@ KILL_SCRIPT = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         write(work, context, progress)
 
-    md._write_checkpoint = crash_at
+    md.write_checkpoint = crash_at
     md.simulate(sys.argv[1], sys.argv[2], length_ns=0.003, seed=3,
                 settings=md.MDSettings.from_config(json.loads(sys.argv[3])), progress=False)
 """)
 
 
-def test_kill_and_resume_gives_exact_frames(ala_pdb, tmp_path):
+def test_kill_and_resume_gives_exact_frames(ala_pdb, tmp_path, monkeypatch):
     settings = dict(TINY, platform="auto")
     out = tmp_path / "A"
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(ala_pdb), str(out), json.dumps(settings), "12"],
@@ -162,14 +204,17 @@ def test_kill_and_resume_gives_exact_frames(ala_pdb, tmp_path):
     with open(work / "traj.xtc", "ab") as handle:  # a torn frame, as a kill mid-write leaves
         handle.write(b"\x00\x00\x07\xcb" + b"\x01" * 37)
 
-    # The recorded platform must be reused, not measured again: swap it for the other one.
+    # The recorded platform must be reused, not measured again: swap it for the other one and
+    # make any probe fail the test.
     run = json.loads((work / "run.json").read_text())
     assert set(run["platform_ns_per_day"]) == {"Reference", "CPU"} & set(available_platforms())
     run["platform"] = "CPU" if run["platform"] == "Reference" else "Reference"
     (work / "run.json").write_text(json.dumps(run))
+    monkeypatch.setattr(md_platform, "measure_platform", lambda *a, **k: pytest.fail("platform probed on resume"))
 
     md = simulate(ala_pdb, out, length_ns=0.003, seed=3, settings=MDSettings.from_config(settings), progress=False)
     assert md["platform"] == run["platform"] and md["resumes"] == 1
+    assert md["platform_ns_per_day"] == run["platform_ns_per_day"]
     assert md["n_frames"] == 30 and not work.exists()
     traj = mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb"))
     assert traj.n_frames == 30 and traj.n_atoms == 22
@@ -189,18 +234,47 @@ def test_stale_work_folder_is_discarded(ala_pdb, tmp_path):
     assert MD_JSON_KEYS <= set(md) and md["implicit_model"] and md["water_model"] is None
 
 
-def test_select_platform(ala_pdb):
+@pytest.fixture
+def fake_timings(monkeypatch):
+    """Replace the platform probe by a table {platform: ns/day} (set it on the returned dict); a
+    platform missing from the table fails as an unusable one does. Records what was probed."""
+    table, probed = {}, []
+
+    def measure(name, system, positions, settings, *, threads=None, seconds=0.5):
+        probed.append(name)
+        if name not in table:
+            raise openmm.OpenMMException(f"no {name} here")
+        return table[name]
+
+    monkeypatch.setattr(md_platform, "measure_platform", measure)
+    monkeypatch.setattr(md_platform, "available_platforms", lambda: ["Reference", "CPU", "OpenCL"])
+    return table, probed
+
+
+def test_auto_platform_is_the_fastest_and_is_recorded(ala_pdb, tmp_path, fake_timings):
+    table, probed = fake_timings
     pdb = load_system_pdb(ala_pdb)
     prepared = create_system(pdb.topology, pdb.positions, MDSettings.from_config({}))
-    fixed = select_platform(prepared.system, prepared.positions, MDSettings.from_config({"platform": "Reference"}))
-    assert fixed == ("Reference", {})
-    name, timings = select_platform(prepared.system, prepared.positions, MDSettings.from_config({"platform": "auto"}))
-    assert name == max(timings, key=timings.get) and all(v > 0 for v in timings.values())
-    missing = next((p for p in ("CUDA", "OpenCL") if p not in available_platforms()), None)
-    if missing is None:
-        pytest.skip("every platform is available here")
-    with pytest.raises(ValueError, match="md.platform"):
-        select_platform(prepared.system, prepared.positions, MDSettings.from_config({"platform": missing}))
+    auto = MDSettings.from_config({"platform": "auto"})
+    for timings, fastest in (({"Reference": 5.0, "CPU": 50.0}, "CPU"), ({"Reference": 50.0, "CPU": 5.0}, "Reference")):
+        table.clear(), table.update(timings)
+        assert select_platform(prepared.system, prepared.positions, auto) == (fastest, timings)
+    assert set(probed) == {"Reference", "CPU", "OpenCL"}  # OpenCL failed, so it is left out
+
+    probed.clear()
+    named = MDSettings.from_config({"platform": "Reference"})
+    assert select_platform(prepared.system, prepared.positions, named) == ("Reference", {}) and probed == []
+    with pytest.raises(ValueError, match="md.platform 'CUDA' is not available"):
+        select_platform(prepared.system, prepared.positions, MDSettings.from_config({"platform": "CUDA"}))
+    table.clear()
+    with pytest.raises(RuntimeError, match="no usable OpenMM platform"):
+        select_platform(prepared.system, prepared.positions, auto)
+
+    table.update({"Reference": 900.0, "CPU": 100.0})
+    settings = MDSettings.from_config(dict(TINY, platform="auto"))
+    md = simulate(ala_pdb, tmp_path, length_ns=0.001, seed=1, settings=settings, progress=False)
+    assert md["platform"] == "Reference" and md["platform_ns_per_day"] == table
+    assert json.loads((tmp_path / "md.json").read_text()) == md
 
 
 @pytest.fixture
@@ -235,8 +309,8 @@ def test_platform_probe_runs_cpu_with_the_jobs_threads(ala_pdb, contexts_made):
     pdb = load_system_pdb(ala_pdb)
     prepared = create_system(pdb.topology, pdb.positions, MDSettings.from_config({}))
     auto = MDSettings.from_config({"platform": "auto"})
-    name, timings = select_platform(prepared.system, prepared.positions, auto, threads=1)
-    assert "CPU" in timings and name == max(timings, key=timings.get)
+    _, timings = select_platform(prepared.system, prepared.positions, auto, threads=1)
+    assert timings["CPU"] > 0
     assert [threads for platform, threads in contexts_made if platform == "CPU"] == ["1"]
 
 
@@ -249,17 +323,17 @@ def test_simulate_runs_cpu_platform_with_threads(ala_pdb, tmp_path, contexts_mad
         simulate(ala_pdb, tmp_path / "bad", length_ns=0.001, seed=1, settings=MDSettings.from_config(TINY), threads=0)
 
 
-def test_resume_platform_reprobes_auto_for_other_threads(ala_pdb, tmp_path, contexts_made):
+def test_resume_platform_reprobes_auto_for_other_threads(ala_pdb, contexts_made):
     pdb = load_system_pdb(ala_pdb)
     prepared = create_system(pdb.topology, pdb.positions, MDSettings.from_config({}))
     auto = MDSettings.from_config({"platform": "auto"})
     run = {"platform": "CPU", "platform_ns_per_day": {"CPU": 1.0}}  # chosen before threads were recorded
-    _resume_platform(tmp_path, run, prepared, auto, threads=1)
-    assert run["threads"] == 1 and run["platform_ns_per_day"]["CPU"] != 1.0 and ("CPU", "1") in contexts_made
-    assert json.loads((tmp_path / "run.json").read_text()) == run
+    record = choose_platform(prepared.system, prepared.positions, auto, 1, recorded=run)
+    assert record["threads"] == 1 and record["platform_ns_per_day"]["CPU"] != 1.0 and ("CPU", "1") in contexts_made
     contexts_made.clear()
-    _resume_platform(tmp_path, run, prepared, auto, threads=1)  # same threads: the choice stands
+    # Same threads: the choice stands; a named platform stays, with the new thread count.
+    assert choose_platform(prepared.system, prepared.positions, auto, 1, recorded=record) == record
     named = {"platform": "CPU", "platform_ns_per_day": {}, "threads": None}
     cpu = MDSettings.from_config({"platform": "CPU"})
-    _resume_platform(tmp_path, named, prepared, cpu, threads=2)  # a named platform stays
-    assert contexts_made == [] and named == {"platform": "CPU", "platform_ns_per_day": {}, "threads": 2}
+    assert choose_platform(prepared.system, prepared.positions, cpu, 2, recorded=named) == dict(named, threads=2)
+    assert contexts_made == []
