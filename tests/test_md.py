@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import mdtraj
 import numpy as np
@@ -13,6 +14,8 @@ import openmm.unit as unit
 import pytest
 from mdtraj.formats import XTCTrajectoryFile
 
+from jamun.errors import InputError
+from jamun.lock import WorkFolderBusy
 from jamun.md import MDSettings, simulate
 from jamun.md import platform as md_platform
 from jamun.md import run as md_run
@@ -337,3 +340,72 @@ def test_resume_platform_reprobes_auto_for_other_threads(ala_pdb, contexts_made)
     cpu = MDSettings.from_config({"platform": "CPU"})
     assert choose_platform(prepared.system, prepared.positions, cpu, 2, recorded=named) == dict(named, threads=2)
     assert contexts_made == []
+
+
+LONG_RUN = textwrap.dedent("""
+    import json, sys
+    import jamun.md.run as md
+    md.simulate(sys.argv[1], sys.argv[2], length_ns=0.5, seed=3,
+                settings=md.MDSettings.from_config(json.loads(sys.argv[3])), progress=False)
+""")
+
+
+def test_a_live_owner_is_named_and_a_dead_one_is_taken_over(ala_pdb, tmp_path):
+    """The orphan case: a simulate still running on a folder refuses a second one by pid and host;
+    once it is killed (-9), the next run takes the folder over and resumes to a correct trajectory."""
+    out = tmp_path / "A"
+    settings = dict(TINY, checkpoint_every_ps=1.0)
+    owner = subprocess.Popen([sys.executable, "-c", LONG_RUN, str(ala_pdb), str(out), json.dumps(settings)],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / ".work" / "checkpoint.json").is_file():
+            assert owner.poll() is None and time.monotonic() < deadline, owner.stderr.read() if owner.stderr else ""
+            time.sleep(0.2)
+        with pytest.raises(WorkFolderBusy, match=rf'{out / ".work"} is in use by .*"pid": {owner.pid}, "host"'):
+            simulate(ala_pdb, out, length_ns=0.5, seed=3, settings=MDSettings.from_config(settings), progress=False)
+    finally:
+        owner.kill()
+        owner.wait()
+    md = simulate(ala_pdb, out, length_ns=0.005, seed=3, settings=MDSettings.from_config(settings), progress=False)
+    assert md["n_frames"] == 50 and md["resumes"] == 0  # other length: a fresh run in the same folder
+    traj = mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb"))
+    assert traj.n_frames == 50 and np.all(np.diff(traj.time) > 0)
+
+
+def test_a_damaged_checkpoint_stops_instead_of_starting_over(ala_pdb, tmp_path):
+    """A truncated checkpoint.json keeps the frames: one line naming the folder and what to do."""
+    out = tmp_path / "A"
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(ala_pdb), str(out), json.dumps(TINY), "12"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    checkpoint = out / ".work" / "checkpoint.json"
+    checkpoint.write_text(checkpoint.read_text()[:100])
+    with pytest.raises(InputError, match=r"cannot resume: damaged run record or checkpoint .*delete .* to start"):
+        simulate(ala_pdb, out, length_ns=0.003, seed=3, settings=MDSettings.from_config(TINY), progress=False)
+    assert (out / ".work" / "traj.xtc").stat().st_size > 0
+
+
+def test_mixed_frames_are_refused_at_the_end(ala_pdb, tmp_path, monkeypatch):
+    """The final check reads the frame times: a trajectory whose times go back is not published."""
+    real = md_run.truncate_xtc
+
+    def shuffle_after_truncating(path, n_frames):
+        kept = real(path, n_frames)
+        if kept and n_frames:
+            traj = mdtraj.load(str(path), top=str(path.parent / "topology.pdb"))
+            traj[::-1].save_xtc(str(path))
+        return kept
+
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(ala_pdb), str(tmp_path), json.dumps(TINY), "12"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    monkeypatch.setattr(md_run, "truncate_xtc", shuffle_after_truncating)
+    with pytest.raises(InputError, match="frame times do not increase"):
+        simulate(ala_pdb, tmp_path, length_ns=0.003, seed=3, settings=MDSettings.from_config(TINY), progress=False)
+    assert not (tmp_path / "traj.xtc").exists() and not (tmp_path / "md.json").exists()
+
+
+def test_a_length_off_the_frame_grid_is_named_in_ns():
+    with pytest.raises(ValueError, match=r"length_ns = 0.0015 ns \(1.5 ps\) must be a whole multiple of md.save_every_ps"):
+        frame_count(0.0015, MDSettings.from_config({"save_every_ps": 1.0}))

@@ -59,7 +59,8 @@ def frame_count(length_ns: float, settings: MDSettings) -> int:
     """Number of production frames; ValueError unless length_ns is a positive multiple of save_every_ps."""
     if isinstance(length_ns, bool) or not isinstance(length_ns, (int, float)) or not length_ns > 0:
         raise ValueError(f"length_ns must be a positive number of ns, got {length_ns!r}")
-    return whole_ratio("length_ns", length_ns * 1000.0, "md.save_every_ps", settings.save_every_ps)
+    return whole_ratio("length_ns", length_ns * 1000.0, "md.save_every_ps", settings.save_every_ps,
+                       shown=f"{length_ns:g} ns ({length_ns * 1000.0:g} ps)")
 
 
 def derived_seed(seed: int, step: int) -> int:

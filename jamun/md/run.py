@@ -37,6 +37,8 @@ from mdtraj.formats import XTCTrajectoryFile
 from tqdm import tqdm
 
 from jamun.atomic import write_atomic, write_json_atomic, write_text_atomic
+from jamun.errors import bad_file
+from jamun.lock import owned
 from jamun.md.platform import check_threads, choose_platform, make_context, ns_per_day
 from jamun.md.protocol import Stage, derived_seed, frame_count, make_integrator, minimize, plan_stages, set_stage_forces
 from jamun.md.records import fingerprint, md_record, new_run, read_run, write_run
@@ -120,15 +122,24 @@ def _start(work: Path, pdb: app.PDBFile, settings: MDSettings, seed: int,
 
 
 def _resume(work: Path, run_fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    """run.json of a resumable work folder for these inputs, with the XTC truncated; else None."""
+    """run.json of a resumable work folder for these inputs, with the XTC truncated; None for a
+    fresh start (no work folder, or one made with other inputs).
+
+    A damaged run record or checkpoint stops the run (InputError naming it) rather than starting
+    over, which would silently drop the frames already simulated.
+    """
+    if not (work / "run.json").is_file():
+        return None
     try:
         run = read_run(work)
+        if run.get("fingerprint") != run_fingerprint:
+            log.warning("%s was made with other inputs or settings; starting over", work)
+            return None
         checkpoint = json.loads((work / CHECKPOINT_JSON).read_text())
-    except (OSError, ValueError):
-        return None
-    if run.get("fingerprint") != run_fingerprint:
-        log.warning("%s was made with other inputs or settings; starting over", work)
-        return None
+        checkpoint["frames"], checkpoint["step"], checkpoint["state"]  # noqa: B018 (the keys a resume needs)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise bad_file(work, f"cannot resume: damaged run record or checkpoint ({type(error).__name__}: {error})",
+                       f"delete {work} to start this run over (its frames are lost)") from None
     if not truncate_xtc(work / "traj.xtc", checkpoint["frames"]):
         log.warning("%s/traj.xtc has fewer frames than its checkpoint; starting over", work)
         return None
@@ -222,6 +233,15 @@ def simulate(system_pdb: Path | str, out_dir: Path | str, *, length_ns: float, s
     n_frames = frame_count(length_ns, settings)
     pdb = load_system_pdb(system_pdb)
     work = out_dir / WORK_DIR
+    with owned(work):
+        return _simulate_owned(work, out_dir, pdb, system_pdb, length_ns=length_ns, n_frames=n_frames, seed=seed,
+                               settings=settings, threads=threads, progress=progress, started=started)
+
+
+def _simulate_owned(work: Path, out_dir: Path, pdb: app.PDBFile, system_pdb: Path, *, length_ns: float,
+                    n_frames: int, seed: int, settings: MDSettings, threads: int | None, progress: bool,
+                    started: float) -> dict[str, Any]:
+    """`simulate` once this process owns the work folder."""
     run_fingerprint = fingerprint(system_pdb, settings, length_ns, seed)
     resumed = _resume(work, run_fingerprint)
     run = resumed or _start(work, pdb, settings, seed, run_fingerprint, threads)
@@ -245,12 +265,16 @@ def simulate(system_pdb: Path | str, out_dir: Path | str, *, length_ns: float, s
 
 
 def _finish(work: Path, out_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
-    """Check the trajectory's frame count, write md.json and move the outputs into out_dir."""
+    """Check the trajectory (frame count, strictly increasing times), write md.json and move the
+    outputs into out_dir."""
     n_frames = metadata["n_frames"]
     with XTCTrajectoryFile(str(work / "traj.xtc")) as handle:
-        written = len(handle.read(n_frames=n_frames + 1)[0])
-    if written != n_frames:
-        raise RuntimeError(f"{work}/traj.xtc has {written} frames, expected {n_frames}")
+        times = handle.read(n_frames=n_frames + 1)[1]
+    remedy = f"delete {work} and rerun this simulation"
+    if len(times) != n_frames:
+        raise bad_file(work / "traj.xtc", f"holds {len(times)} frames, expected {n_frames}", remedy)
+    if np.any(np.diff(times) <= 0):
+        raise bad_file(work / "traj.xtc", "frame times do not increase (frames of two runs mixed)", remedy)
     write_json_atomic(work / "md.json", metadata, indent=1)
     for name in OUTPUTS:
         os.replace(work / name, out_dir / name)

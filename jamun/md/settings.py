@@ -98,9 +98,12 @@ def _config_key(name: str) -> str:
     return f"md.explicit.{name}" if name in EXPLICIT_KEYS else f"md.{name}"
 
 
-def whole_ratio(name: str, value: float, unit_name: str, unit_value: float) -> int:
-    """value / unit_value as an int; ValueError naming `name` if it is not a whole number."""
+def whole_ratio(name: str, value: float, unit_name: str, unit_value: float, *, shown: str | None = None) -> int:
+    """value / unit_value as an int; ValueError naming `name` if it is not a whole number.
+
+    shown: how the message states the value (default ``f"{value} ps"``), e.g. in the user's unit.
+    """
     ratio = value / unit_value
     if abs(ratio - round(ratio)) > 1e-6 * max(1.0, ratio):
-        raise ValueError(f"{name} = {value} must be a whole multiple of {unit_name} ({unit_value} ps)")
+        raise ValueError(f"{name} = {shown or f'{value:g} ps'} must be a whole multiple of {unit_name} ({unit_value:g} ps)")
     return int(round(ratio))
