@@ -1,4 +1,5 @@
-"""The denoiser: equivariance (not parity), batching, preconditioning, checkpoints, bad inputs."""
+"""The denoiser: equivariance (not parity), batching, preconditioning, checkpoints, bad inputs,
+equality with e3nn's tensor product, parameter counts."""
 
 from __future__ import annotations
 
@@ -8,12 +9,30 @@ from pathlib import Path
 import mdtraj
 import pytest
 import torch
+import yaml
+from e3nn import nn as e3nn_nn
 from e3nn import o3
 
 import jamun.model
-from jamun.data.graph import GraphBatch, batch_graphs, center_positions, graph_edges, graph_mean, topology_features
+from jamun.data.graph import (
+    NUM_ATOM_NAMES,
+    NUM_ELEMENTS,
+    NUM_RESIDUE_INDICES,
+    NUM_RESIDUE_TYPES,
+    GraphBatch,
+    batch_graphs,
+    center_positions,
+    graph_edges,
+    graph_mean,
+    topology_features,
+)
 from jamun.model import Denoiser, Preconditioning, model_config
 from jamun.model.convolution import GroupedEdges, TensorProductConvolution
+from jamun.model.embedding import NUM_NOISE_FEATURES
+from jamun.peptides import build_peptide
+from jamun.schema import section_settings
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
 SIGMA = 0.04
 C = 0.25
@@ -140,12 +159,21 @@ def test_batched_equals_per_graph_and_permutes(denoiser: Denoiser, peptides: dic
 
 
 @pytest.mark.parametrize("sigma, data_scale", [(0.04, 0.25), (0.1, 0.05), (0.01, 2.0)])
-def test_preconditioning_constants(sigma: float, data_scale: float) -> None:
+def test_preconditioning_scalings_are_the_least_squares_ones(sigma: float, data_scale: float) -> None:
+    """For pair differences d with E|d|^2 = C and d_y = d + sigma (eta_i - eta_j), sampled: c_in d_y has
+    unit mean square, c_skip is the least-squares coefficient of d on d_y, c_out^2 the mean square of
+    the residual d - c_skip d_y (the network's target has unit scale); c_noise is log10(sigma / nm),
+    the convention trained checkpoints depend on."""
     p = Preconditioning(sigma=sigma, C=data_scale)
-    noise = 2 * 3 * sigma**2
-    assert p.c_out**2 == pytest.approx((1 - p.c_skip) ** 2 * data_scale + p.c_skip**2 * noise, rel=1e-12)
-    assert p.c_in == pytest.approx(1 / math.sqrt(data_scale + noise))
-    assert p.c_skip == pytest.approx(data_scale / (data_scale + noise))
+    generator = torch.Generator().manual_seed(0)
+    d = math.sqrt(data_scale / 3) * torch.randn(10**6, 3, generator=generator, dtype=torch.float64)
+    noise = torch.randn(2, 10**6, 3, generator=generator, dtype=torch.float64)
+    d_y = d + sigma * (noise[0] - noise[1])
+    assert float((p.c_in * d_y).square().sum(1).mean()) == pytest.approx(1.0, rel=1e-2)
+    least_squares = float((d * d_y).sum() / d_y.square().sum())
+    standard_error = float(((d - least_squares * d_y).square().mean() / d_y.square().sum()).sqrt())
+    assert abs(p.c_skip - least_squares) < 5 * standard_error
+    assert float((d - p.c_skip * d_y).square().sum(1).mean()) == pytest.approx(p.c_out**2, rel=1e-2)
     assert p.c_noise == pytest.approx(math.log10(sigma))
 
 
@@ -200,11 +228,11 @@ def test_score_is_tweedie_without_autograd(denoiser: Denoiser, peptides: dict) -
 
 
 def test_c_in_normalises_built_structures(tmp_path: Path) -> None:
-    builder = pytest.importorskip("jamun.peptides")
+    """With C from the pair set of built peptides, c_in scales their noisy pair differences to unit mean square."""
     torch.manual_seed(6)
     clean, noisy = [], []
     for sequence in ["AA", "GW"]:
-        built = mdtraj.load(builder.build_peptide(sequence, tmp_path / f"{sequence}.pdb"))
+        built = mdtraj.load(build_peptide(sequence, tmp_path / f"{sequence}.pdb"))
         x = torch.tensor(built.atom_slice(built.topology.select("not element H")).xyz[0], dtype=torch.float64)
         i, j = torch.triu_indices(len(x), len(x), offset=1)
         pairs = (x[i] - x[j]).norm(dim=1) < 1.0  # the pair set of C (docs/design.md §10)
@@ -279,32 +307,45 @@ def test_bad_positions(denoiser: Denoiser, peptides: dict) -> None:
         Denoiser(small_config(), -1.0)
 
 
-def test_convolution_matches_edge_first_reference() -> None:
-    """The node-first contraction equals the tensor product with materialised per-edge weights."""
+@torch.no_grad()
+@pytest.mark.parametrize("num_vectors_in", [3, 0])  # 0: the first layer
+def test_convolution_equals_e3nn_fully_connected_tensor_product(num_vectors_in: int) -> None:
+    """Messages equal e3nn's FullyConnectedTensorProduct(h_j, Y(r_ij), W_ij) (default normalisations),
+    W_ij from FullyConnectedNet([f, k, k, weight_numel]) holding the module's parameters, and the two
+    have the same number of parameters."""
     torch.manual_seed(9)
-    a, b, s, v, k, f, n = 5, 3, 6, 4, 7, 8, 9
+    a, b, s, v, k, f, n, e = 5, num_vectors_in, 6, 4, 7, 8, 9, 40
     conv = TensorProductConvolution(a, b, s, v, f, k)
-    h = torch.randn(n, a + 3 * b)
-    edges = GroupedEdges.from_edges(torch.randint(0, n, (2, 40)), torch.zeros(40, dtype=torch.bool), n)
-    source = edges.index[0]
-    direction = 3**0.5 * torch.nn.functional.normalize(torch.randn(40, 3), dim=1)
-    edge_features = torch.randn(40, f)
-    messages = conv(h, direction, edge_features, edges)
+    tp = o3.FullyConnectedTensorProduct(
+        f"{a}x0e + {b}x1e", "1x0e + 1x1e", f"{s}x0e + {v}x1e", shared_weights=False, internal_weights=False
+    )
+    m_s, m_v = conv.weight_from_scalars, conv.weight_from_vectors  # [a, k, s | v], [b, k, v | s | v]
+    blocks = {  # path (in1, in2, out) -> its block [mul_in1, k, mul_out] of M
+        ("0e", "0e", "0e"): m_s[:, :, :s],
+        ("0e", "1e", "1e"): m_s[:, :, s:],
+        ("1e", "0e", "1e"): m_v[:, :, :v],
+        ("1e", "1e", "0e"): m_v[:, :, v : v + s],
+        ("1e", "1e", "1e"): m_v[:, :, v + s :],
+    }
+    paths = [
+        (str(tp.irreps_in1[i.i_in1].ir), str(tp.irreps_in2[i.i_in2].ir), str(tp.irreps_out[i.i_out].ir))
+        for i in tp.instructions
+    ]
+    assert sorted(paths) == sorted(blocks)
+    # e3nn's weights: per path, (mul_in1, mul_in2 = 1, mul_out) flattened, paths in instruction order.
+    last_layer = torch.cat([blocks[path].transpose(0, 1).reshape(k, -1) for path in paths], dim=1)
+    radial = e3nn_nn.FullyConnectedNet([f, k, k, tp.weight_numel], torch.nn.functional.silu)
+    radial.load_state_dict({**conv.edge_mlp.state_dict(), "layer2.weight": last_layer})
+    assert k * tp.weight_numel == m_s.numel() + m_v.numel()
+    assert sum(p.numel() for p in conv.parameters()) == sum(p.numel() for p in radial.parameters())
 
-    phi = conv.edge_mlp(edge_features)
-    w_s = torch.einsum("ek,akw->eaw", phi, conv.weight_from_scalars)  # [E, a, s + v]
-    w_v = torch.einsum("ek,bkw->ebw", phi, conv.weight_from_vectors)  # [E, b, 2v + s]
-    hs, hv = h[source, :a], h[source, a:].view(-1, b, 3)
-    scalars = torch.einsum("ea,eaw->ew", hs, w_s[:, :, :s]) + torch.einsum(
-        "ebm,em,ebw->ew", hv, direction, w_v[:, :, v : v + s]
-    ) / math.sqrt(3)
-    vectors = (
-        torch.einsum("ea,eaw,em->ewm", hs, w_s[:, :, s:], direction)
-        + torch.einsum("ebm,ebw->ewm", hv, w_v[:, :, :v])
-        + torch.einsum("ebm,ebw->ewm", torch.linalg.cross(hv, direction[:, None].expand_as(hv), dim=-1),
-                       w_v[:, :, v + s :]) / math.sqrt(2)
-    )  # fmt: skip
-    reference = torch.cat([scalars * conv.scalar_norm, (vectors * conv.vector_norm).reshape(40, 3 * v)], dim=1)
+    h = torch.randn(n, a + 3 * b)
+    edges = GroupedEdges.from_edges(torch.randint(0, n, (2, e)), torch.zeros(e, dtype=torch.bool), n)
+    harmonics = o3.spherical_harmonics([0, 1], torch.randn(e, 3), normalize=True, normalization="component")
+    edge_features = torch.randn(e, f)
+    messages = conv(h, harmonics[:, 1:], edge_features, edges)
+    reference = tp(h[edges.index[0]], harmonics, radial(edge_features))
+    assert float(reference.abs().max()) > 1.0
     assert torch.allclose(messages, reference, atol=1e-5)
 
 
@@ -337,11 +378,44 @@ def test_training_steps_beat_the_zero_network(peptides: dict) -> None:
     assert float(loss.detach()) < 0.8 * zero_network_loss
 
 
-def test_parameter_counts() -> None:
-    """Paper size (radial_hidden 74) lands on the paper's 8.2M parameters; the demo size is small."""
-    paper = Denoiser({"sigma_nm": SIGMA, "hidden_irreps": "120x0e + 32x1e", "num_layers": 4, "radial_hidden": 74}, C)
-    assert paper.num_parameters() == pytest.approx(8.2e6, rel=0.1)
-    assert Denoiser({"sigma_nm": SIGMA}, C).num_parameters() < 1e6
+def parameter_formula(config: dict) -> int:
+    """Parameter count from the multiplicities: hidden S x 0e + V x 1e, so each convolution outputs
+    s = S + V scalars (V of them gates) and v = V vectors from a x 0e + b x 1e inputs."""
+    hidden = o3.Irreps(config["hidden_irreps"])
+    S, V = hidden.count("0e"), hidden.count("1e")
+    s, v = S + V, V
+    k, r, w = config["radial_hidden"], config["num_radial"], config["endpoint_features"]
+    f = 2 * r + 2 * w  # edge features: radial basis, bond-type embedding, both endpoints' projections
+    embedding = (NUM_ELEMENTS + NUM_ATOM_NAMES + NUM_RESIDUE_TYPES + NUM_RESIDUE_INDICES) * S
+    noise_mlp = 2 * NUM_NOISE_FEATURES + NUM_NOISE_FEATURES * (NUM_NOISE_FEATURES + 1)
+    total = embedding + noise_mlp + 2 * r + V  # + bond-type table (2 x r) + readout (V x 1e -> 1e)
+    for a, b in [(S, 0)] + [(S, V)] * (config["num_layers"] - 1):
+        paths = a * s + a * v + b * v + b * s + b * v  # 0e0e->0e, 0e1e->1e, 1e0e->1e, 1e1e->0e, 1e1e->1e
+        total += k * paths + f * k + k * k  # M, and the edge MLP (no biases)
+        total += (a + 1) * 2 * w  # endpoint projection
+        total += (NUM_NOISE_FEATURES + 1) * (S + V) + (S + V)  # noise scale, skip gate
+        total += a * S + b * V  # skip connection
+    return total
+
+
+@pytest.mark.parametrize(
+    "config_file, endpoint_features, expected",
+    [
+        ("paper.yaml", None, 8_191_192),
+        ("paper.yaml", 0, 8_178_712),  # "paper" in README.md, docs/design.md, benchmarks/README.md
+        ("config.yaml", None, 192_200),  # docs/design.md, benchmarks/README.md
+        ("config.yaml", 0, 189_080),  # "demo" in README.md, docs/design.md
+    ],
+)
+def test_parameter_counts(config_file: str, endpoint_features: int | None, expected: int) -> None:
+    """The models of the shipped configs (and without endpoint features, as the docs' sizes were
+    counted) have the recorded sizes, equal to the analytic count."""
+    path = CONFIG_DIR / config_file
+    train = section_settings("train", yaml.safe_load(path.read_text())["train"], str(path))
+    if endpoint_features is not None:
+        train["model"]["endpoint_features"] = endpoint_features
+    denoiser = Denoiser(train, C)
+    assert denoiser.num_parameters() == parameter_formula(denoiser.config) == expected
 
 
 def test_bfloat16_autocast_stays_close_to_float32(denoiser: Denoiser, peptides: dict) -> None:
