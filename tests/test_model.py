@@ -27,6 +27,8 @@ from jamun.data.graph import (
     topology_features,
 )
 from jamun.model import Denoiser, Preconditioning, model_config
+from jamun.errors import InputError
+from jamun.model.checkpoint import load_weights
 from jamun.model.convolution import GroupedEdges, TensorProductConvolution
 from jamun.model.embedding import NUM_NOISE_FEATURES
 from jamun.peptides import build_peptide
@@ -427,3 +429,28 @@ def test_bfloat16_autocast_stays_close_to_float32(denoiser: Denoiser, peptides: 
             xhat = denoiser.xhat(y, graph)
     assert relative_error(low_precision.float(), reference) < 5e-2
     assert xhat.dtype == torch.float32 and torch.isfinite(xhat).all()
+
+
+@pytest.mark.parametrize("damage, complaint", [
+    (lambda path: path.write_bytes(path.read_bytes()[:2000]), "not a readable model checkpoint"),
+    (lambda path: path.write_bytes(bytes(range(256)) * 40), "not a readable model checkpoint"),
+    (lambda path: torch.save({"weights": torch.zeros(3)}, path), "lacks the keys"),
+])
+def test_a_damaged_checkpoint_is_named_in_one_line(tmp_path: Path, damage, complaint) -> None:
+    """Truncated, random or foreign files: one line naming the file (never torch's advice to load
+    with weights_only=False, which would run arbitrary code)."""
+    path = jamun.model.save(make_denoiser(), tmp_path / "model.ckpt")
+    damage(path)
+    with pytest.raises(InputError) as raised:
+        jamun.model.load(path)
+    message = str(raised.value)
+    assert message.startswith(str(path)) and complaint in message and "\n" not in message
+    assert "weights_only=False" not in message
+
+
+def test_weights_of_another_architecture_name_the_keys(tmp_path: Path) -> None:
+    path = jamun.model.save(make_denoiser(), tmp_path / "model.ckpt")
+    wider = make_denoiser(hidden_irreps="24x0e + 4x1e")
+    with pytest.raises(InputError, match=r"model.ckpt: weights of another architecture: other shapes \[") as raised:
+        load_weights(wider, jamun.model.read_checkpoint(path)["state_dict"], path)
+    assert "train.model" in str(raised.value)
