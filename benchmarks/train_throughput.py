@@ -1,6 +1,6 @@
 """End-to-end training throughput: graphs per second and the share of step time spent on data.
 
-Runs the real trainer (:func:`jamun.train.train`: shard reading, graph batching, noise, Kabsch,
+Runs the real trainer (:func:`jamun.training.train`: shard reading, graph batching, noise, Kabsch,
 forward, backward, Adam) for the ``demo`` and ``paper`` model sizes and batch sizes, read from
 config/config.yaml and config/paper.yaml, on synthetic shards: capped peptides built with
 jamun.peptides, randomly rotated and jiggled (only the atom counts matter for speed). The first
@@ -29,7 +29,7 @@ import yaml
 
 from jamun.data.shards import write_shards
 from jamun.peptides import build_peptide
-from jamun.train import train
+from jamun.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE_CONFIGS = {"demo": ROOT / "config" / "config.yaml", "paper": ROOT / "config" / "paper.yaml"}

@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 
 from jamun.config import PeptideRoles
-from jamun.train import train
+from jamun.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,12 +14,15 @@ import torch
 from scipy.spatial.transform import Rotation
 
 import jamun.model
-import jamun.train
+import jamun.training.selection
+from jamun.data.dataset import EpochOrder, ShardSplit
 from jamun.data.graph import batch_graphs, graph_mean
 from jamun.data.kabsch import kabsch_rotations
 from jamun.data.shards import read_peptides, write_shards
-from jamun.train import train
-from jamun.training.noise import batch_noise, corrupt
+from jamun.training import train
+from jamun.training.loop import exponential_average
+from jamun.training.loss import DenoisingLoss
+from jamun.training.noise import TRAIN_STREAM, batch_noise, corrupt, rank_noise
 from jamun.training.sample_quality import QUALITY_COLUMNS, sample_quality
 from jamun.training.schedule import learning_rate
 from jamun.training.settings import train_settings
@@ -133,7 +136,7 @@ def test_checkpoint_from_other_settings_is_ignored(tmp_path, shards):
 
 
 def test_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, shards, validation_md):
-    cfg = {**TINY, "max_steps": 3, "val_every": 3, "checkpoint_every": 10}
+    cfg = {**TINY, "max_steps": 3, "val_every": 3, "checkpoint_every": 10, "ema_decay": 0.5, "grad_clip": 0.5}
     one = train_on(shards, tmp_path / "one", {**cfg, "batch_size": 4})
     # Rank 0 alone walks the final sample check (step 3, so the kept state is the last one) while
     # rank 1 finishes.
@@ -142,6 +145,7 @@ def test_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, shards,
     assert two["selected_step"] == 3 and two["selected_by"] == "sample_error"
     assert set(two["selected_sample_check"]["peptides"]) == {"A", "GN"}
     assert two["world_size"] == 2 and two["global_batch_size"] == one["global_batch_size"] == 4
+    assert (one["process_group"], two["process_group"]) == (None, "gloo")  # DDP only in the group
     a, b = state_dict(tmp_path / "one" / "model.ckpt"), state_dict(tmp_path / "two" / "model.ckpt")
     torch.manual_seed(cfg["seed"])
     untrained = jamun.model.Denoiser(cfg, one["C"]).state_dict()
@@ -216,7 +220,7 @@ class ChosenErrors:
 def test_checkpoint_kept_is_the_checked_state_with_the_lowest_sample_error(tmp_path, shards, validation_md,
                                                                            monkeypatch, capfd):  # fmt: skip
     scorer = ChosenErrors([0.9, 0.2, 0.5, 0.2])  # steps 2, 4, 6, 8; a tie keeps the earlier state
-    monkeypatch.setattr(jamun.train, "sample_quality", scorer)
+    monkeypatch.setattr(jamun.training.selection, "sample_quality", scorer)
     cfg = {**TINY, "ema_decay": 0.9, "val_every": 3, "sample_check": CHECKS}
     summary = train_on(shards, tmp_path, cfg, validation_md=validation_md)
     assert (summary["selected_step"], summary["selected_by"]) == (4, "sample_error")
@@ -246,7 +250,7 @@ def test_resume_with_sample_checks_is_exact_and_keeps_the_best_state(tmp_path, s
         scores["mean"]["sample_error"] = float(sum((state[k] - initial[k]).square().sum() for k in initial))
         return scores
 
-    monkeypatch.setattr(jamun.train, "sample_quality", distance_from_initial)
+    monkeypatch.setattr(jamun.training.selection, "sample_quality", distance_from_initial)
     straight = train_on(shards, tmp_path / "straight", cfg, validation_md=validation_md)
     assert straight["selected_step"] == 2
     train_on(shards, tmp_path / "resumed", cfg, validation_md=validation_md, interrupt_at_step=5)
@@ -322,6 +326,59 @@ def test_noise_is_fixed_by_seed_and_step_and_shared_across_ranks():
     assert not torch.equal(a, batch_noise(0, 1, 8, 50, torch.device("cpu")))
     assert not torch.equal(a, batch_noise(1, 1, 7, 50, torch.device("cpu")))
     assert abs(float(a.mean())) < 0.3 and 0.7 < float(a.std()) < 1.3
+
+
+def test_rank_noise_is_the_ranks_rows_of_the_global_draw(shards):
+    order, cpu = EpochOrder(ShardSplit(shards / "train"), seed=0), torch.device("cpu")
+    whole = order.batch(0, 0, 6)
+    parts = torch.cat([rank_noise(0, TRAIN_STREAM, 3, order.batch(0, 0, 6, rank, 3), cpu) for rank in range(3)])
+    torch.testing.assert_close(parts, batch_noise(0, TRAIN_STREAM, 3, whole.global_atoms, cpu), rtol=0, atol=0)
+    assert len(parts) == len(whole.positions)
+
+
+def test_equal_rank_slices_average_to_the_global_batch_loss_and_gradient(shards):
+    """DDP averages the ranks' gradients. That is the gradient of the global batch's loss because
+    the loss weights graphs (not atoms) equally and training ranks hold equal numbers of graphs;
+    the batch mixes peptides of different sizes, so a mean over atoms would fail here."""
+    order = EpochOrder(ShardSplit(shards / "train"), seed=0)
+    torch.manual_seed(0)
+    C = json.loads((shards / "train" / "stats.json").read_text())["C"]
+    objective = DenoisingLoss(jamun.model.Denoiser(TINY, C), bond_weight=5.0)
+
+    def loss_and_gradient(rank: int, world_size: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        frames = order.batch(0, 0, 8, rank, world_size)
+        assert frames.graph.num_graphs == 8 // world_size
+        objective.zero_grad()
+        loss = objective(frames.positions, rank_noise(0, TRAIN_STREAM, 0, frames, torch.device("cpu")), frames.graph)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in objective.parameters() if p.numel()]
+
+    assert len(set(torch.bincount(order.batch(0, 0, 8).graph.batch).tolist())) > 1  # peptides of two sizes
+    whole, whole_gradient = loss_and_gradient(0, 1)
+    (loss_0, gradient_0), (loss_1, gradient_1) = loss_and_gradient(0, 2), loss_and_gradient(1, 2)
+    torch.testing.assert_close((loss_0 + loss_1) / 2, whole, rtol=1e-6, atol=0)
+    for g, g0, g1 in zip(whole_gradient, gradient_0, gradient_1):
+        torch.testing.assert_close((g0 + g1) / 2, g, rtol=1e-5, atol=1e-7)
+
+
+def test_ema_starts_at_the_initial_weights_and_moves_by_one_minus_decay():
+    """The EMA (torch.optim.swa_utils) after steps with weights w1, w2 from w0 is
+    0.81 w0 + 0.09 w1 + 0.1 w2 at decay 0.9, and its state_dict has the model's keys (model.ckpt)."""
+    torch.manual_seed(0)
+    model = jamun.model.Denoiser(TINY, 0.1)
+    weights = [{k: v.clone() for k, v in model.named_parameters()}]
+    ema = exponential_average(model, 0.9)
+    for _ in range(2):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        weights.append({k: v.clone() for k, v in model.named_parameters()})
+        ema.update_parameters(model)
+    averaged = dict(ema.module.named_parameters())
+    for name, w0 in weights[0].items():
+        expected = 0.81 * w0 + 0.09 * weights[1][name] + 0.1 * weights[2][name]
+        torch.testing.assert_close(averaged[name], expected, rtol=1e-5, atol=1e-6)
+    assert list(ema.module.state_dict()) == list(model.state_dict())
 
 
 def test_corrupt_centres_and_rotates_without_reflecting(shards):

@@ -1,24 +1,22 @@
-"""Data-parallel training with plain ``torch.distributed`` (docs/design.md §8).
+"""Data-parallel training inside one process: device, process group, DDP (docs/design.md §8).
 
-One process per GPU (or per CPU worker with gloo), started by ``torchrun``, which sets RANK,
-WORLD_SIZE, LOCAL_RANK and the rendezvous address in the environment. Gradients are summed with
-one all-reduce of a flat buffer per step instead of DistributedDataParallel: the denoiser trains
-through ``Denoiser.loss`` rather than ``forward``, which DDP's hooks expect, and a flat buffer
-also carries the step's loss and stop flag, so ranks agree on NaNs and time limits for free.
+One process per GPU (or per CPU worker with gloo), started by ``torchrun``
+(:func:`jamun.training.launch.train`), which sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous
+address in the environment. Gradients are averaged by ``DistributedDataParallel``, whose bucketed
+all-reduces run while the backward pass is still computing the remaining gradients. A process
+not started by torchrun trains alone, with no process group and no DDP wrapper.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["Context", "setup", "teardown", "reduce_gradients", "all_reduce_sum", "broadcast_module", "launch"]
+__all__ = ["Context", "in_launched_group", "setup", "teardown", "all_reduce_sum", "data_parallel"]
 
 
 @dataclass(frozen=True)
@@ -73,55 +71,16 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: Context) -> torch.Tensor:
     return tensor
 
 
-def reduce_gradients(parameters: Sequence[torch.nn.Parameter], extras: torch.Tensor, ctx: Context) -> torch.Tensor:
-    """Average gradients over ranks and sum ``extras`` (k,) over ranks, in one all-reduce.
+def data_parallel(module: torch.nn.Module, ctx: Context) -> torch.nn.Module:
+    """``module`` wrapped in DDP when this process is in a process group, else ``module`` itself.
 
-    Every rank's loss is a mean over an equal number of graphs, so the averaged gradient equals
-    the gradient of the mean loss over the global batch. Returns the summed extras.
+    DDP copies rank 0's parameters and buffers to every rank when it wraps ``module`` and then
+    averages gradients over ranks in backward. ``static_graph``: every step uses the same
+    parameters, all but the empty ones (a first layer has no vector input, so its (0, ...)
+    vector weights get no gradient); DDP finds them in the first step instead of expecting a
+    gradient for each. Buffers are not broadcast again before each forward: the denoiser's only
+    buffers are constant index tables. Inputs are placed on ``ctx.device`` by the caller.
     """
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-    if ctx.world_size == 1:
-        return extras
-    flat = torch.cat([g.reshape(-1) for g in grads] + [extras.to(grads[0].dtype)])
-    all_reduce_sum(flat, ctx)
-    offset = 0
-    for p, g in zip(parameters, grads):
-        p.grad = flat[offset : offset + g.numel()].view_as(g) / ctx.world_size
-        offset += g.numel()
-    return flat[offset:]
-
-
-def broadcast_module(module: torch.nn.Module, ctx: Context) -> None:
-    """Copy rank 0's parameters and buffers to every rank."""
-    if ctx.world_size > 1:
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(tensor.data, src=0)
-
-
-def launch(nproc: int, module_args: Sequence[str], *, threads_per_process: int | None = None) -> None:
-    """Run ``python -m jamun.train MODULE_ARGS`` as ``nproc`` DDP processes via torchrun.
-
-    ``--standalone`` makes torchrun pick a free local port, so concurrent jobs do not collide.
-    Under SLURM this runs inside the job step (one task); torchrun starts one process per GPU.
-
-    Raises
-    ------
-    RuntimeError
-        If any process fails (torchrun's return code is in the message; the processes' own
-        errors went to stderr).
-    """
-    env = dict(os.environ)
-    if threads_per_process is not None:
-        env["OMP_NUM_THREADS"] = str(threads_per_process)
-    # Spinning OpenMP threads collapse when cores are oversubscribed (2 threads ran 6x slower
-    # than 1 on a busy 2-core machine); sleeping ones cost little. Must be set before torch loads.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-        f"--nproc_per_node={nproc}", "-m", "jamun.train", *module_args,
-    ]  # fmt: skip
-    result = subprocess.run(command, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"distributed training with {nproc} processes failed (torchrun exit code {result.returncode})"
-        )
+    if not dist.is_initialized():
+        return module
+    return DistributedDataParallel(module, device_ids=None, broadcast_buffers=False, static_graph=True)

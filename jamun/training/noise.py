@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from jamun.data.dataset import FrameBatch
 from jamun.data.graph import GraphBatch, center_positions
 from jamun.data.kabsch import kabsch_align
 
-__all__ = ["TRAIN_STREAM", "VAL_STREAM", "batch_noise", "corrupt"]
+__all__ = ["TRAIN_STREAM", "VAL_STREAM", "batch_noise", "rank_noise", "corrupt"]
 
 TRAIN_STREAM, VAL_STREAM = 1, 2  # independent noise streams: training steps, validation batches
 
@@ -23,6 +24,12 @@ def batch_noise(seed: int, stream: int, index: int, n_atoms: int, device: torch.
     key = int(np.random.SeedSequence([seed, stream, index]).generate_state(1, np.uint64)[0] >> np.uint64(1))
     generator = torch.Generator(device=device).manual_seed(key)
     return torch.randn((n_atoms, 3), generator=generator, device=device)
+
+
+def rank_noise(seed: int, stream: int, index: int, frames: FrameBatch, device: torch.device) -> torch.Tensor:
+    """This rank's rows (len(frames.positions), 3) of the global batch's :func:`batch_noise`."""
+    eta = batch_noise(seed, stream, index, frames.global_atoms, device)
+    return eta[frames.atom_offset : frames.atom_offset + len(frames.positions)]
 
 
 def corrupt(x: torch.Tensor, eta: torch.Tensor, sigma: float, graph: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:

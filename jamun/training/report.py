@@ -1,17 +1,18 @@
-"""What training leaves behind besides the model: metrics.csv and loss.png."""
+"""What training reports besides the model: the rows of metrics.csv as they are logged, and
+metrics.csv, loss.png and train.json, each written atomically (:mod:`jamun.atomic`)."""
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from jamun.atomic import write_atomic, write_json_atomic
 from jamun.training.sample_quality import QUALITY_COLUMNS
 
-__all__ = ["METRIC_COLUMNS", "write_metrics", "plot_losses"]
+__all__ = ["METRIC_COLUMNS", "MetricsLog", "write_metrics", "plot_losses", "write_reports"]
 
 # scaled_rmsd: per-atom RMS error of xhat (graphs weighted equally) / (sigma sqrt 3); the identity
 # xhat = y scores 1. data_wait_fraction: share of step time spent reading and preparing batches.
@@ -22,12 +23,46 @@ METRIC_COLUMNS = (
 )  # fmt: skip
 
 
+_INTERVAL = ("loss", "steps", "graphs", "t_data", "t_step")
+
+
+class MetricsLog:
+    """The logged rows (``history``) and the sums over the steps since the last row (``interval``),
+    both part of the work checkpoint so that a resumed run logs the same rows."""
+
+    def __init__(self) -> None:
+        self.history: list[dict] = []
+        self.interval = dict.fromkeys(_INTERVAL, 0.0)
+
+    def add_step(self, loss: float, graphs: int, t_data: float, t_step: float) -> None:
+        """Count one training step: its mean loss, global batch size and times in seconds."""
+        for key, value in zip(_INTERVAL, (loss, 1, graphs, t_data, t_step)):
+            self.interval[key] += value
+
+    def log(self, step: int, epoch: float, val_loss: float, scaled_rmsd: float, elapsed_s: float) -> dict:
+        """Append a row with the interval's means (NaN before the first step) and start a new interval."""
+        i = self.interval
+        self.history.append({
+            "step": step, "epoch": epoch, "train_loss": i["loss"] / i["steps"] if i["steps"] else math.nan,
+            "val_loss": val_loss, "scaled_rmsd": scaled_rmsd,
+            "graphs_per_s": i["graphs"] / i["t_step"] if i["steps"] else math.nan,
+            "data_wait_fraction": i["t_data"] / i["t_step"] if i["steps"] else math.nan, "elapsed_s": elapsed_s,
+        })  # fmt: skip
+        self.interval = dict.fromkeys(_INTERVAL, 0.0)
+        return self.history[-1]
+
+    def state_dict(self) -> dict:
+        """The work checkpoint's ``history`` and ``interval`` entries."""
+        return {"history": self.history, "interval": self.interval}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.history, self.interval = state["history"], state["interval"]
+
+
 def write_metrics(rows: Sequence[dict], path: Path) -> pd.DataFrame:
     """Write one row per logged step to ``path`` (CSV, atomically); returns the table."""
     table = pd.DataFrame(list(rows), columns=list(METRIC_COLUMNS))
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
     return table
 
 
@@ -66,7 +101,15 @@ def plot_losses(table: pd.DataFrame, path: Path, *, title: str, selected_step: i
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def write_reports(history: Sequence[dict], summary: Mapping, out_dir: Path) -> None:
+    """Write ``out_dir``/{metrics.csv, loss.png, train.json}; the plot marks the selected step."""
+    table = write_metrics(history, out_dir / "metrics.csv")
+    plot_losses(table, out_dir / "loss.png", title=f"denoiser, sigma = {summary['sigma_nm']} nm",
+                selected_step=summary["selected_step"])
+    write_json_atomic(out_dir / "train.json", summary, indent=1)

@@ -1,22 +1,32 @@
-"""Training checkpoints in the work folder: atomic writes, RNG states, plain contents.
+"""Training checkpoints in the work folder ``OUT/.work`` (docs/design.md §5.5): which run they
+belong to, where they are written, RNG states.
 
 A checkpoint is ``torch.save`` of plain Python values and tensors only (numpy RNG keys become a
-tensor), so it loads with ``torch.load(weights_only=True)``. Writes go to a temporary file in the
-same folder, are flushed to disk and then renamed over the old file, so a process killed at any
-moment leaves either the previous or the new checkpoint, never a torn one.
+tensor), so it loads with ``torch.load(weights_only=True)``. Writes go through
+:func:`jamun.atomic.write_atomic` and are synced to disk before the rename, so a process killed at
+any moment leaves either the previous or the new checkpoint, never a torn one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
-import tempfile
+import shutil
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["rng_state", "set_rng_state", "save_atomic", "load_state"]
+from jamun.atomic import write_atomic
+
+__all__ = ["RESUMABLE_CHANGES", "rng_state", "set_rng_state", "save_atomic", "load_state", "resume_key", "WorkFolder"]
+
+# Settings that may change between a stop and a resume without changing what training computes
+# (max_steps only with a constant learning rate: a decaying schedule ends at max_steps).
+RESUMABLE_CHANGES = ("max_steps", "max_minutes", "checkpoint_every", "val_every", "val_batches", "gpus")
 
 
 def rng_state() -> dict:
@@ -45,22 +55,89 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_atomic(state: dict, path: Path) -> Path:
-    """``torch.save`` ``state`` to ``path`` via a synced temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    """``torch.save`` ``state`` to ``path`` atomically, synced to disk before the rename."""
+
+    def save_synced(tmp: Path) -> None:
+        with tmp.open("wb") as stream:
             torch.save(state, stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_atomic(path, save_synced)
 
 
 def load_state(path: Path) -> dict:
     """Load a checkpoint written by :func:`save_atomic` (tensors on the CPU)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resume_key(settings: Mapping, world_size: int, train_manifest_sha256: str, sample_check_peptides: list[str],
+               initialised_from_sha256: str | None) -> str:
+    """What a checkpoint must share with this run to be resumed: the settings that change what
+    training computes (all but :data:`RESUMABLE_CHANGES`), the world size, the training shards,
+    the sample-check peptides and the warm-start weights."""
+    fixed = {
+        k: v for k, v in settings.items()
+        if k not in RESUMABLE_CHANGES or (k == "max_steps" and settings["lr_schedule"] != "constant")
+    }  # fmt: skip
+    return json.dumps(
+        {
+            "settings": fixed, "world_size": world_size, "train_manifest_sha256": train_manifest_sha256,
+            "sample_check_peptides": sample_check_peptides, "initialised_from": initialised_from_sha256,
+        },
+        sort_keys=True,
+    )  # fmt: skip
+
+
+class WorkFolder:
+    """``last.pt`` and the newest numbered checkpoints ``step_NNNNNNNN.pt`` of one run.
+
+    Parameters
+    ----------
+    path
+        The folder, ``OUT/.work``.
+    key
+        The run's :func:`resume_key`, stored in every checkpoint.
+    keep
+        Numbered checkpoints kept besides ``last.pt``.
+    """
+
+    def __init__(self, path: Path, key: str, keep: int = 3) -> None:
+        self.path, self.key, self.keep = Path(path), key, keep
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    def load(self, remove_foreign: bool) -> dict | None:
+        """The state in ``last.pt`` if this run wrote it; None if there is none or another run
+        (other settings, world size or shards) wrote it, in which case ``remove_foreign`` (rank 0;
+        other ranks have run no step yet) deletes the folder."""
+        if not self.last.is_file():
+            return None
+        state = load_state(self.last)
+        if state["resume_key"] == self.key:
+            return state
+        if remove_foreign:
+            print(f"discarding {self.path}: made with other settings, world size or shards", file=sys.stderr)
+            self.remove()
+        return None
+
+    def save(self, state: dict, step: int, numbered: bool) -> None:
+        """Write ``state`` (tagged with the key) as ``last.pt``; ``numbered``: as ``step_<step>.pt``
+        too, the same file hard-linked, dropping all but the newest ``keep`` numbered ones."""
+        state = {"resume_key": self.key, **state}
+        if not numbered:
+            save_atomic(state, self.last)
+            return
+        path = save_atomic(state, self.path / f"step_{step:08d}.pt")
+        tmp = self.path / ".last.pt.link"
+        tmp.unlink(missing_ok=True)
+        os.link(path, tmp)  # last.pt becomes the same file, atomically, without a second write
+        os.replace(tmp, self.last)
+        for old in sorted(self.path.glob("step_*.pt"))[: -self.keep]:
+            old.unlink()
+
+    def remove(self) -> None:
+        """Delete the folder (when the outputs are written, or it belongs to another run)."""
+        shutil.rmtree(self.path)
