@@ -32,7 +32,8 @@ class WorkFolderBusy(InputError):
 def owned(folder: Path | str) -> Iterator[Path]:
     """Hold ``<folder>.lock`` while the block runs; WorkFolderBusy naming the holder if it is taken.
 
-    The lock file stays behind (empty of meaning once unlocked); only the flock counts.
+    The lock file is removed on release once the folder is gone (a finished or abandoned run), while
+    the lock is still held, so a process that opened it meanwhile is refused rather than let in twice.
     """
     folder = Path(folder)
     lock_path = folder.with_name(folder.name + ".lock")
@@ -53,6 +54,10 @@ def owned(folder: Path | str) -> Iterator[Path]:
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}))
         handle.flush()
-        yield lock_path
+        try:
+            yield lock_path
+        finally:
+            if not folder.exists():
+                lock_path.unlink(missing_ok=True)
     finally:
         handle.close()  # releases the flock

@@ -3,6 +3,7 @@ sample checks choosing the checkpoint kept."""
 
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from scipy.spatial.transform import Rotation
 
 import jamun.model
 import jamun.training.selection
+from jamun.errors import InputError
+from jamun.lock import WorkFolderBusy, owned
 from jamun.data.dataset import EpochOrder, ShardSplit
 from jamun.data.graph import batch_graphs, graph_mean
 from jamun.data.kabsch import kabsch_rotations
@@ -170,6 +173,43 @@ def test_nan_loss_stops_with_the_step_and_keeps_last_checkpoint(tmp_path, shards
         train_on(shards, tmp_path, {**TINY, "val_every": 100})
     assert torch.load(tmp_path / ".work" / "last.pt", weights_only=True)["step"] == 3
     assert not (tmp_path / "model.ckpt").exists()
+
+
+def test_nan_before_any_checkpoint_says_so_and_leaves_no_empty_folder(tmp_path, shards, monkeypatch):
+    original = jamun.model.Denoiser.loss
+    monkeypatch.setattr(jamun.model.Denoiser, "loss",
+                        lambda self, *a, **k: original(self, *a, **k) * (math.nan if self.training else 1.0))
+    with pytest.raises(FloatingPointError, match=r"step 1 is not finite; stopped, no checkpoint was written yet; "
+                                                 r"a smaller train.lr \(now 0.01\)"):
+        train_on(shards, tmp_path / "out", {**TINY, "lr": 0.01})
+    assert not (tmp_path / "out").exists()
+
+
+def test_damaged_last_checkpoint_falls_back_to_the_newest_numbered_one(tmp_path, shards, capfd):
+    train_on(shards, tmp_path, TINY, interrupt_at_step=5)
+    work = tmp_path / ".work"
+    (work / "last.pt").unlink()  # a hard link of step 5's file: replace it by a torn copy
+    (work / "last.pt").write_bytes((work / "step_00000003.pt").read_bytes()[:999])
+    summary = train_on(shards, tmp_path, TINY)
+    assert summary["resumed_from_steps"] == [3] and summary["steps"] == 8
+    err = capfd.readouterr().err
+    assert "last.pt (" in err and "damaged; resuming from step_00000003.pt" in err
+
+
+def test_all_checkpoints_damaged_stops_instead_of_starting_over(tmp_path, shards):
+    train_on(shards, tmp_path, TINY, interrupt_at_step=5)
+    for checkpoint in (tmp_path / ".work").glob("*.pt"):
+        checkpoint.unlink()
+        checkpoint.write_bytes(b"torn")
+    with pytest.raises(InputError, match=r"\.work: cannot resume: every checkpoint is damaged .*delete .* to start"):
+        train_on(shards, tmp_path, TINY)
+
+
+def test_a_live_owner_of_the_work_folder_is_refused(tmp_path, shards):
+    with owned(tmp_path / ".work"):
+        with pytest.raises(WorkFolderBusy, match=rf'\.work is in use by .*"pid": {os.getpid()}'):
+            train_on(shards, tmp_path, TINY)
+    assert train_on(shards, tmp_path, {**TINY, "max_steps": 2})["steps"] == 2
 
 
 def test_time_cap_stops_early(tmp_path, shards):

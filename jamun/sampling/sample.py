@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 import jamun.model
 from jamun.data.graph import TopologyFeatures, batch_graphs, topology_features
+from jamun.lock import owned
 from jamun.model.pretrained import file_sha256, resolve_model
 from jamun.provenance import package_versions
 from jamun.sampling.baoab import BAOAB, NonFiniteChainError
@@ -275,6 +276,17 @@ def sample_peptides(
     loaded = [_load_system(t) for t in targets]
 
     work_dirs = [t.out_dir / WORK_DIR for t in targets]
+    with contextlib.ExitStack() as owners:  # one sampler per output folder at a time
+        for work in work_dirs:
+            owners.enter_context(owned(work))
+        return _sample_owned(targets, work_dirs, loaded, denoiser, settings, model_path, model_file,
+                             model_sha256, torch_device, progress)
+
+
+def _sample_owned(targets: list[SampleTarget], work_dirs: list[Path], loaded: list, denoiser: torch.nn.Module,
+                  settings: SampleSettings, model_path: Path | str, model_file: Path, model_sha256: str,
+                  torch_device: torch.device, progress: bool) -> list[dict[str, Any]]:
+    """:func:`sample_peptides` once this process owns every target's work folder."""
     for target, work, (system, features, _) in zip(targets, work_dirs, loaded):
         work.mkdir(parents=True, exist_ok=True)
         for name in OUTPUTS:  # a failed rerun must not leave an older run's outputs looking current

@@ -9,6 +9,7 @@ group and train.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -18,9 +19,14 @@ from pathlib import Path
 
 import torch
 
+from jamun.lock import owned
 from jamun.training.distributed import in_launched_group, setup, teardown
 from jamun.training.loop import Trainer
 from jamun.training.settings import train_settings
+from jamun.training.state import WORK_DIR
+
+# Set for the processes `launch` starts: their parent already owns the work folder.
+LAUNCHED_BY_JAMUN = "JAMUN_LAUNCHED_RANKS"
 
 __all__ = ["train", "launch"]
 
@@ -72,6 +78,33 @@ def train(
     validation_md = [Path(d) for d in validation_md]
     init_model = Path(init_model) if init_model is not None else None
     nproc = nproc or max(1, settings["gpus"])
+    # The process that starts the run owns the work folder; the ranks it launches do not lock again.
+    owner = not os.environ.get(LAUNCHED_BY_JAMUN) and int(os.environ.get("RANK", "0")) == 0
+    existed = out_dir.exists()
+    try:
+        with owned(out_dir / WORK_DIR) if owner else contextlib.nullcontext():
+            try:
+                return _train(train_shards, out_dir, settings, val_shards, validation_md, init_model, threads,
+                              nproc, interrupt_at_step)
+            except BaseException:
+                if owner:
+                    _remove_if_empty(out_dir / WORK_DIR)  # still locked: nobody else is writing it
+                raise
+    except BaseException:
+        if owner and not existed:
+            _remove_if_empty(out_dir)  # the lock file is gone with the work folder
+        raise
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if a failed run created it and left nothing in it."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def _train(train_shards: Path, out_dir: Path, settings: dict, val_shards: Path | None, validation_md: list[Path],
+           init_model: Path | None, threads: int | None, nproc: int, interrupt_at_step: int | None) -> dict:
+    """:func:`train` once the work folder is owned: launch the ranks, or be one."""
     if nproc > 1 and not in_launched_group():
         out_dir.mkdir(parents=True, exist_ok=True)
         args = ["--train-shards", str(train_shards), "-o", str(out_dir), "--settings", json.dumps(settings)]
@@ -105,7 +138,7 @@ def launch(nproc: int, train_args: Sequence[str], *, threads_per_process: int | 
         If any process fails (torchrun's return code is in the message; the processes' own
         errors went to stderr).
     """
-    env = dict(os.environ)
+    env = dict(os.environ, **{LAUNCHED_BY_JAMUN: "1"})
     if threads_per_process is not None:
         env["OMP_NUM_THREADS"] = str(threads_per_process)
     # Spinning OpenMP threads collapse when cores are oversubscribed (2 threads ran 6x slower

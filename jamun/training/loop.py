@@ -25,6 +25,7 @@ from tqdm import tqdm
 from jamun.data.dataset import EpochOrder, ShardSplit
 from jamun.data.shards import MANIFEST, STATS, sha256_file
 from jamun.model import Denoiser, read_checkpoint, save
+from jamun.model.checkpoint import load_weights
 from jamun.model.pretrained import file_sha256
 from jamun.training.distributed import Context, all_reduce_sum, data_parallel
 from jamun.training.loss import DenoisingLoss
@@ -32,7 +33,7 @@ from jamun.training.noise import TRAIN_STREAM, rank_noise
 from jamun.training.report import MetricsLog, write_reports
 from jamun.training.schedule import learning_rate
 from jamun.training.selection import CheckpointSelection
-from jamun.training.state import WorkFolder, resume_key, rng_state, set_rng_state
+from jamun.training.state import WORK_DIR, WorkFolder, resume_key, rng_state, set_rng_state
 from jamun.training.validation import validation_loss
 
 __all__ = ["Trainer", "warm_start", "exponential_average"]
@@ -45,7 +46,7 @@ def warm_start(model: Denoiser, init_model: Path) -> dict:
     if dict(checkpoint["model_config"]) != dict(model.config):
         raise ValueError(f"--init-model {init_model} is a {checkpoint['model_config']} model; train.model and "
                          f"sigma_nm ask for {dict(model.config)}")
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint["state_dict"], init_model)
     before = checkpoint.get("train") or {}
     return {"file": str(init_model), "sha256": file_sha256(init_model), "steps": before.get("steps"),
             "wall_seconds": before.get("wall_seconds"), "device": before.get("device"),
@@ -108,7 +109,7 @@ class Trainer:
             [Path(d).name for d in validation_md] if self.check_every is not None else [],
             self.initialised_from and self.initialised_from["sha256"],
         )  # fmt: skip
-        self.work = WorkFolder(out_dir / ".work", key)
+        self.work = WorkFolder(out_dir / WORK_DIR, key)
         self._restore()
 
     # ---- checkpoints -------------------------------------------------------------------
@@ -165,9 +166,12 @@ class Trainer:
         mean_loss = float(flags[0]) / self.ctx.world_size
         norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s["grad_clip"] or math.inf))
         if not (math.isfinite(mean_loss) and math.isfinite(norm)):
+            kept = (f"the last good checkpoint ({self.work.last}) resumes it" if self.work.last.is_file()
+                    else "no checkpoint was written yet")
             raise FloatingPointError(
                 f"training loss {mean_loss} (gradient norm {norm}) at step {self.step + 1} is not finite; "
-                f"stopped, the last good checkpoint is kept in {self.work.last}"
+                f"stopped, {kept}; a smaller train.lr (now {self.s['lr']}) or a train.grad_clip "
+                f"(now {self.s['grad_clip']}) keeps training stable"
             )
         self.optimizer.step()
         if self.ema is not None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from jamun.atomic import write_atomic
+from jamun.errors import bad_file
 
 __all__ = ["RESUMABLE_CHANGES", "rng_state", "set_rng_state", "save_atomic", "load_state", "resume_key", "WorkFolder"]
 
@@ -89,6 +90,9 @@ def resume_key(settings: Mapping, world_size: int, train_manifest_sha256: str, s
     )  # fmt: skip
 
 
+WORK_DIR = ".work"  # inside the output folder; resume state, never a declared output
+
+
 class WorkFolder:
     """``last.pt`` and the newest numbered checkpoints ``step_NNNNNNNN.pt`` of one run.
 
@@ -112,10 +116,27 @@ class WorkFolder:
     def load(self, remove_foreign: bool) -> dict | None:
         """The state in ``last.pt`` if this run wrote it; None if there is none or another run
         (other settings, world size or shards) wrote it, in which case ``remove_foreign`` (rank 0;
-        other ranks have run no step yet) deletes the folder."""
-        if not self.last.is_file():
+        other ranks have run no step yet) deletes the folder.
+
+        A damaged ``last.pt`` falls back to the newest readable numbered checkpoint (said on
+        stderr); when none is readable the run stops (InputError) rather than start over.
+        """
+        candidates = [self.last, *sorted(self.path.glob("step_*.pt"), reverse=True)]
+        damaged = []
+        for path in (p for p in candidates if p.is_file()):
+            try:
+                state = load_state(path)
+                state["resume_key"]  # noqa: B018 (a checkpoint of this format)
+                break
+            except Exception as error:  # torch raises RuntimeError, pickle or OS errors for a damaged file
+                damaged.append(f"{path.name} ({type(error).__name__})")
+        else:
+            if damaged:
+                raise bad_file(self.path, f"cannot resume: every checkpoint is damaged ({', '.join(damaged)})",
+                               f"delete {self.path} to start training over")
             return None
-        state = load_state(self.last)
+        if damaged:
+            print(f"{self.path}: {', '.join(damaged)} damaged; resuming from {path.name}", file=sys.stderr)
         if state["resume_key"] == self.key:
             return state
         if remove_foreign:
