@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     checkpoint = read_checkpoint(args.checkpoint)
     metrics = pd.read_csv(args.metrics)
-    metrics = metrics[metrics["role"] == "held-out"]
+    metrics = metrics[metrics["role"] == "test"]
     card = model_card(args.name, checkpoint, metrics, args.data, args.date, args.produced_by)
     train = checkpoint.get("train") or {}
     summary = (f"sigma {train.get('sigma_nm')} nm, {train.get('n_parameters', 0) / 1e6:.2f}M parameters, "

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from jamun.config import PeptideRoles
+from jamun.roles import PeptideRoles
 from jamun.training import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -93,7 +93,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_shard(args: argparse.Namespace) -> None:
-    from jamun.config import read_peptide_list
+    from jamun.roles import read_peptide_list
     from jamun.data.shards import write_shards
 
     data_cfg = load_section(args, "data")
@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the independent replicate MD on the same topology: trajectory and its md.json")
     p.add_argument("--samples", nargs=3, required=True, metavar=("TRAJ", "SAMPLE_JSON", "TOPOLOGY"),
                    help="the walk-jump samples: samples.xtc, sample.json and their heavy-atom topology.pdb")
-    p.add_argument("--role", choices=["train", "held-out"], default="held-out")
+    p.add_argument("--role", choices=["train", "test"], default="test",
+                   help="the peptide's role, recorded in metrics.json: train (or val) list, or held out (test)")
     _add_config_options(p)
 
     p = add("summarize", cmd_summarize, "gather per-peptide metrics into one table and figure")

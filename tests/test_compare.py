@@ -41,7 +41,7 @@ def metrics(peptide: str, valid: float, l_ok: float, jsd: float, equal_time: flo
                 "jsd_macrostates": None, "js_distance_rama_mean": rama_mean ** 0.5}
 
     return {
-        "peptide": peptide, "residues": "X-Y", "role": "held-out",
+        "peptide": peptide, "residues": "X-Y", "role": "test",
         "units": {"jsd": "nats", "js_distance": "sqrt(nats)", "seconds": "measured wall s"},
         "md_equal_time_capped": False,
         "frames": {"reference": reference_frames, "replicate": 40, "jamun": 200, "chains": 4, "steps": 50,

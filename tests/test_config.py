@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jamun.config import PeptideRoles, paper_split, read_peptide_list
+from jamun.roles import PeptideRoles, paper_split, read_peptide_list
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -26,10 +26,9 @@ def write_lists(tmp_path: Path, **lists: str) -> dict:
 
 def test_roles_from_lists(tmp_path):
     roles = PeptideRoles.from_config(write_lists(tmp_path, train="AA\nGS  # comment\n", val="SA\n", test="GN\n"))
-    assert roles.md_role("AA") == "train" and roles.md_role("SA") == "train"
-    assert roles.md_role("GN") == "test"
-    assert roles.md_role("WP") == "test", "an id in no list is a held-out test peptide"
-    assert roles.report_label("GS") == "train" and roles.report_label("WP") == "held-out"
+    assert roles.role("AA") == roles.role("SA") == roles.role("GS") == "train"
+    assert roles.role("GN") == "test"
+    assert roles.role("WP") == "test", "an id in no list is a held-out test peptide"
 
 
 def test_id_in_two_lists_is_an_error(tmp_path):

@@ -100,7 +100,7 @@ def run_dirs(tmp_path_factory):
 def evaluated(run_dirs):
     root, ref_dir, rep_dir, sam_dir = run_dirs
     out = root / "evaluate" / "AN"
-    metrics = evaluate_peptide("AN", EnsembleFiles.from_folders(ref_dir, rep_dir, sam_dir), out, EVAL_CFG, role="held-out")
+    metrics = evaluate_peptide("AN", EnsembleFiles.from_folders(ref_dir, rep_dir, sam_dir), out, EVAL_CFG, role="test")
     return out, metrics
 
 
@@ -123,7 +123,7 @@ def test_outputs_and_metric_keys(evaluated):
     for name in FIGURES:
         assert (out / name).stat().st_size > 1000
     identity = (metrics["peptide"], metrics["residues"], metrics["role"])
-    assert identity == ("AN", "ALA-ASN", "held-out")
+    assert identity == ("AN", "ALA-ASN", "test")
     keys = {"jsd_rama_1", "jsd_rama_2", "jsd_rama_mean", "jsd_1d_mean", "jsd_4d", "jsd_macrostates",
             "jsd_1d_phi_1", "jsd_1d_psi_2", "js_distance_rama_1", "js_distance_4d"}
     for section in ("jamun", "jamun_ci_low", "jamun_ci_high", "md_equal_time", "replicate_floor"):
@@ -260,9 +260,9 @@ def metrics_record(peptide, role, valid, l_chirality, jsd_jamun, jsd_equal_time,
 
 
 def test_summary_target_flags(tmp_path):
-    records = {"AA": metrics_record("AA", "held-out", 0.95, 0.995, 0.1, 0.1,
+    records = {"AA": metrics_record("AA", "test", 0.95, 0.995, 0.1, 0.1,
                                     chains_left_molecule=0, left_molecule_fraction=0.0),
-               "AN": metrics_record("AN", "held-out", 0.99, 0.994, 0.2, 0.1,
+               "AN": metrics_record("AN", "test", 0.99, 0.994, 0.2, 0.1,
                                     chains_left_molecule=3, left_molecule_fraction=0.375),
                "GN": metrics_record("GN", "train", 0.5, 1.0, 0.05, 0.1)}  # older: no left count
     paths = []
@@ -297,7 +297,7 @@ def test_summarize_table_and_figure(evaluated, tmp_path):
 def test_bad_inputs_raise(run_dirs, tmp_path):
     _, ref_dir, rep_dir, sam_dir = run_dirs
     with pytest.raises(ValueError, match="role"):
-        evaluate_peptide("AN", EnsembleFiles.from_folders(ref_dir, rep_dir, sam_dir), tmp_path, EVAL_CFG, role="test")
+        evaluate_peptide("AN", EnsembleFiles.from_folders(ref_dir, rep_dir, sam_dir), tmp_path, EVAL_CFG, role="held-out")
     with pytest.raises(ValueError, match="not peptide"):
         evaluate_peptide("GN", EnsembleFiles.from_folders(ref_dir, rep_dir, sam_dir), tmp_path, EVAL_CFG, role="train")
     with pytest.raises(ValueError, match="bins_2d"):
@@ -374,7 +374,7 @@ def test_damaged_inputs_are_refused_by_name(run_dirs, tmp_path, fault):
     files = corrupted_copy(run_dirs, tmp_path, damage)
     out = tmp_path / "out"
     with pytest.raises(InputError) as raised:
-        evaluate_peptide("AN", files, out, EVAL_CFG, role="held-out")
+        evaluate_peptide("AN", files, out, EVAL_CFG, role="test")
     message = str(raised.value)
     assert "\n" not in message and message.startswith(str(getattr(files, field))) and complaint in message
     assert not out.exists()

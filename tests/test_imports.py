@@ -20,7 +20,7 @@ import MODULE
 """
 
 
-@pytest.mark.parametrize("module", ["jamun.sampling", "jamun.training", "jamun.analysis", "jamun.config",
+@pytest.mark.parametrize("module", ["jamun.sampling", "jamun.training", "jamun.analysis", "jamun.roles",
                                     "jamun.model.pretrained", "jamun.cli"])
 def test_module_imports_without_md_engine(module):
     result = subprocess.run([sys.executable, "-c", BLOCKED.replace("MODULE", module)], capture_output=True, text=True)

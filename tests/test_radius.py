@@ -1,4 +1,4 @@
-"""Radius graphs: the cdist backend against a numpy brute force, torch_cluster against cdist."""
+"""Radius graphs: the exact backend against a numpy brute force, torch_cluster against the exact one."""
 
 from __future__ import annotations
 
@@ -38,23 +38,23 @@ def edge_set(edge_index: torch.Tensor) -> set:
 
 
 @pytest.mark.parametrize("sizes, spread", [([15, 7, 22], 1.0), ([60, 3, 45], 0.6), ([1, 40], 0.5)])
-def test_cdist_matches_brute_force(sizes: list[int], spread: float) -> None:
+def test_exact_matches_brute_force(sizes: list[int], spread: float) -> None:
     pos, batch = point_clouds(sizes, spread, seed=sum(sizes))
-    edges = radius_graph(pos, 0.5, batch, max_num_neighbors=1000, backend="cdist")
+    edges = radius_graph(pos, 0.5, batch, max_num_neighbors=1000, backend="exact")
     assert edge_set(edges) == brute_force(pos, 0.5, batch)
 
 
 def test_dense_cluster_keeps_more_than_32_neighbours() -> None:
     pos, batch = point_clouds([80, 50], 0.4, seed=3)
-    edges = radius_graph(pos, 0.5, batch, max_num_neighbors=1000, backend="cdist")
+    edges = radius_graph(pos, 0.5, batch, max_num_neighbors=1000, backend="exact")
     degree = torch.bincount(edges[1], minlength=pos.shape[0])
     assert int(degree.max()) > 32
     assert edge_set(edges) == brute_force(pos, 0.5, batch)
 
 
-def test_cdist_cap_keeps_nearest_neighbours() -> None:
+def test_exact_cap_keeps_nearest_neighbours() -> None:
     pos, batch = point_clouds([50, 30], 0.5, seed=4)
-    edges = radius_graph(pos, 0.5, batch, max_num_neighbors=10, backend="cdist")
+    edges = radius_graph(pos, 0.5, batch, max_num_neighbors=10, backend="exact")
     assert int(torch.bincount(edges[1]).max()) == 10
     assert edge_set(edges) == brute_force(pos, 0.5, batch, max_num_neighbors=10)
 
@@ -62,34 +62,34 @@ def test_cdist_cap_keeps_nearest_neighbours() -> None:
 def test_edges_stay_inside_their_graph() -> None:
     pos, batch = point_clouds([20, 20], 0.3, seed=5)
     pos[20:] = pos[:20]  # the second graph sits exactly on top of the first
-    edges = radius_graph(pos, 0.5, batch, max_num_neighbors=1000, backend="cdist")
+    edges = radius_graph(pos, 0.5, batch, max_num_neighbors=1000, backend="exact")
     assert torch.equal(batch[edges[0]], batch[edges[1]])
     assert len(edge_set(edges)) == 2 * 20 * 19
 
 
 @needs_torch_cluster
 @pytest.mark.parametrize("sizes, spread, min_max_degree", [([15, 7, 22], 1.0, 1), ([80, 50], 0.4, 33)])
-def test_torch_cluster_matches_cdist(sizes: list[int], spread: float, min_max_degree: int) -> None:
+def test_torch_cluster_matches_the_exact_search(sizes: list[int], spread: float, min_max_degree: int) -> None:
     pos, batch = point_clouds(sizes, spread, seed=len(sizes))
-    ours = radius_graph(pos, 0.5, batch, max_num_neighbors=1000, backend="cdist")
+    ours = radius_graph(pos, 0.5, batch, max_num_neighbors=1000, backend="exact")
     theirs = radius_graph(pos, 0.5, batch, max_num_neighbors=1000, backend="torch_cluster")
     assert int(torch.bincount(ours[1]).max()) >= min_max_degree
     assert edge_set(theirs) == edge_set(ours)
 
 
 def test_environment_variable_selects_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(BACKEND_ENV_VAR, "cdist")
-    assert resolve_backend() == "cdist"
+    monkeypatch.setenv(BACKEND_ENV_VAR, "exact")
+    assert resolve_backend() == "exact"
     monkeypatch.setenv(BACKEND_ENV_VAR, "kdtree")
     with pytest.raises(ValueError, match="kdtree.*auto"):
         resolve_backend()
     monkeypatch.delenv(BACKEND_ENV_VAR)
-    assert resolve_backend() == ("torch_cluster" if torch_cluster_available() else "cdist")
+    assert resolve_backend() == ("torch_cluster" if torch_cluster_available() else "exact")
 
 
 def test_requesting_missing_torch_cluster_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(radius, "torch_cluster_available", lambda: False)
-    assert resolve_backend("auto") == "cdist"
+    assert resolve_backend("auto") == "exact"
     with pytest.raises(ValueError, match="torch_cluster is not installed"):
         resolve_backend("torch_cluster")
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import copy_workflow_to
-from jamun.config import PeptideRoles
+from jamun.roles import PeptideRoles
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 

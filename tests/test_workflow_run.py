@@ -1,7 +1,8 @@
 """Real Snakemake runs of the tiny CI configuration, in a copy of the workflow.
 
-One module-scoped run of ``config/ci.yaml`` end to end (MD, shards, training, sampling,
-evaluation, the shipped-model comparison, report), then properties of the rerun logic: a second
+One run of ``config/ci.yaml`` end to end (MD, shards, training, sampling, evaluation, the
+shipped-model comparison, report; the session fixture ``ci_run`` of tests/conftest.py, shared with
+tests/test_slurm_real.py and tests/test_report_browser.py), then properties of the rerun logic: a second
 run has nothing to do, a sampler setting reruns only sampling and what follows, deleting one
 peptide's samples reruns only that peptide, a changed shipped model reruns only its own sampling
 and what follows. Interrupted MD and training jobs resume with ``--rerun-incomplete``.
@@ -23,9 +24,8 @@ from pathlib import Path
 import mdtraj
 import pandas as pd
 import pytest
-import torch
 import yaml
-from conftest import copy_workflow_to
+from conftest import copy_workflow_to, tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -54,31 +54,6 @@ def write_config(workdir: Path, name: str, edit) -> str:
     edit(config)
     (workdir / "config" / name).write_text(yaml.safe_dump(config))
     return f"config/{name}"
-
-
-SHIPPED_RECORD = {"device": "NVIDIA H200", "wall_seconds": 300.0, "steps": 1000, "selected_step": 1000,
-                  "n_parameters": 4166, "sigma_nm": 0.01, "train_peptides": ["ET"], "val_peptides": []}
-
-
-def tiny_checkpoint(path: Path, seed: int) -> Path:
-    """An untrained tiny denoiser with a GPU training record, standing in for a shipped model."""
-    import jamun.model
-
-    torch.manual_seed(seed)
-    config = {"sigma_nm": 0.01, "hidden_irreps": "8x0e + 2x1e", "num_layers": 2, "radial_hidden": 8,
-              "num_radial": 4}
-    return jamun.model.save(jamun.model.Denoiser(config, C=0.3), path, train=SHIPPED_RECORD)
-
-
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory) -> Path:
-    workdir = copy_workflow_to(tmp_path_factory.mktemp("ci_workflow"))
-    shipped = tiny_checkpoint(workdir.parent / "shipped.ckpt", seed=0)
-    config = yaml.safe_load((workdir / "config/ci.yaml").read_text())
-    config["pretrained_model"] = str(shipped)
-    (workdir / "config/ci.yaml").write_text(yaml.safe_dump(config))
-    snakemake(workdir, "--configfile", "config/ci.yaml")
-    return workdir
 
 
 def test_ci_workflow_produces_every_output(ci_run):

@@ -40,7 +40,7 @@ from jamun.sequence import residue_label, validate_sequence
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("train", "held-out")
+ROLES = ("train", "test")
 COMPARISONS = ("jamun", "md_equal_time", "replicate_floor")
 CURVE_METRICS = ("jsd_rama_mean", "jsd_1d_mean", "jsd_macrostates")
 SEED = 0
@@ -347,7 +347,7 @@ def evaluate_peptide(sequence: str, files: EnsembleFiles, out_dir: Path | str, e
     """Compare JAMUN samples and MD of equal wall time with the reference MD of one peptide.
 
     Writes `out_dir/{metrics.json, ramachandran.png, jsd_vs_time.png, msm.png, its.png}` and
-    returns the metrics.json content. role: "train" or "held-out" (recorded, not used).
+    returns the metrics.json content. role: "train" or "test" (held out; recorded, not used).
     """
     sequence = validate_sequence(sequence)
     if role not in ROLES:

@@ -42,7 +42,7 @@ def target_columns(table: pd.DataFrame) -> pd.DataFrame:
 def metrics_table(metrics_files: Sequence[Path | str]) -> pd.DataFrame:
     """Scalar metrics of each metrics.json as one row, columns "<section>.<key>" (lists such as
     curves and populations dropped) after the :func:`target_columns` placed behind "role";
-    held-out peptides first, then by peptide."""
+    held-out (test) peptides first, then by peptide."""
     if not metrics_files:
         raise ValueError("summarize needs at least one metrics.json file, got none")
     records = []
@@ -56,7 +56,7 @@ def metrics_table(metrics_files: Sequence[Path | str]) -> pd.DataFrame:
     after_role = table.columns.get_loc("role") + 1
     table = pd.concat([table.iloc[:, :after_role], target_columns(table),
                        table.iloc[:, after_role:]], axis=1)
-    order = table["role"].map({"held-out": 0, "train": 1})
+    order = table["role"].map({"test": 0, "train": 1})
     return table.assign(_order=order).sort_values(["_order", "peptide"]).drop(columns="_order") \
         .reset_index(drop=True)
 

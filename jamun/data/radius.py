@@ -1,12 +1,12 @@
-"""Radius graphs of batched point clouds: torch_cluster when importable, an exact cdist otherwise.
+"""Radius graphs of batched point clouds: torch_cluster when importable, an exact pairwise search otherwise.
 
 Both backends return the same edge set (up to order) whenever no atom has more than
 ``max_num_neighbors`` neighbours. torch_cluster's own default of 32 neighbours silently drops
 edges, so callers always pass ``max_num_neighbors`` explicitly.
 
 The backend is chosen by the ``backend`` argument or, when that is ``None``, by the environment
-variable ``JAMUN_RADIUS_BACKEND``: ``auto`` (default: torch_cluster if importable, else cdist),
-``torch_cluster`` or ``cdist``.
+variable ``JAMUN_RADIUS_BACKEND``: ``auto`` (default: torch_cluster if importable, else exact),
+``torch_cluster`` or ``exact``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 
 import torch
 
-BACKENDS = ("auto", "torch_cluster", "cdist")
+BACKENDS = ("auto", "torch_cluster", "exact")
 BACKEND_ENV_VAR = "JAMUN_RADIUS_BACKEND"
 
 
@@ -26,7 +26,7 @@ def torch_cluster_available() -> bool:
 
 
 def resolve_backend(backend: str | None = None) -> str:
-    """The concrete backend, ``"torch_cluster"`` or ``"cdist"``, for a requested one.
+    """The concrete backend, ``"torch_cluster"`` or ``"exact"``, for a requested one.
 
     Parameters
     ----------
@@ -38,11 +38,11 @@ def resolve_backend(backend: str | None = None) -> str:
         source = "backend" if backend is not None else f"${BACKEND_ENV_VAR}"
         raise ValueError(f"{source}={requested!r} is not a radius-graph backend; choose one of {BACKENDS}")
     if requested == "auto":
-        return "torch_cluster" if torch_cluster_available() else "cdist"
+        return "torch_cluster" if torch_cluster_available() else "exact"
     if requested == "torch_cluster" and not torch_cluster_available():
         raise ValueError(
             "radius-graph backend 'torch_cluster' was requested but torch_cluster is not installed; "
-            "install it (pip install --no-build-isolation torch-cluster) or use backend 'cdist'"
+            "install it (pip install --no-build-isolation torch-cluster) or use backend 'exact'"
         )
     return requested
 
@@ -66,7 +66,7 @@ def radius_graph(
     batch
         (N,) graph id of each atom, non-decreasing (graphs are contiguous blocks).
     max_num_neighbors
-        At most this many incoming edges per atom. When an atom has more neighbours the cdist
+        At most this many incoming edges per atom. When an atom has more neighbours the exact
         backend keeps the nearest ones, torch_cluster an arbitrary subset.
     backend
         See :func:`resolve_backend`.
@@ -82,7 +82,7 @@ def radius_graph(
         import torch_cluster
 
         return torch_cluster.radius_graph(pos, r, batch, loop=False, max_num_neighbors=max_num_neighbors)
-    return _radius_graph_cdist(pos, r, batch, max_num_neighbors)
+    return _radius_graph_exact(pos, r, batch, max_num_neighbors)
 
 
 def _check_inputs(pos: torch.Tensor, r: float, batch: torch.Tensor, max_num_neighbors: int) -> None:
@@ -100,7 +100,7 @@ def _check_inputs(pos: torch.Tensor, r: float, batch: torch.Tensor, max_num_neig
         raise ValueError("batch must be non-decreasing: atoms of one graph must be contiguous")
 
 
-def _radius_graph_cdist(pos: torch.Tensor, r: float, batch: torch.Tensor, max_num_neighbors: int) -> torch.Tensor:
+def _radius_graph_exact(pos: torch.Tensor, r: float, batch: torch.Tensor, max_num_neighbors: int) -> torch.Tensor:
     """Exact radius graph from all pairwise distances within each graph.
 
     Graphs are padded to a dense (B, n_max, 3) block, so memory grows as B * n_max**2: cheap for

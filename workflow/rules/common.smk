@@ -3,7 +3,7 @@
 # from PATH (the activated venv or conda env; `make run` puts .venv/bin first).
 import json
 
-from jamun.config import PeptideRoles
+from jamun.roles import PeptideRoles
 
 # Peptide lists, checked (overlaps, evaluate_train membership) by the package.
 ROLES = PeptideRoles.from_config(config["peptides"])

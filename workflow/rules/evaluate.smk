@@ -39,7 +39,7 @@ rule evaluate:
         ),
     params:
         evaluate=settings("evaluate"),
-        role=lambda wc: ROLES.report_label(wc.peptide),
+        role=lambda wc: ROLES.role(wc.peptide),
     conda:
         "../../envs/analysis.yaml"
     log:

@@ -29,7 +29,7 @@ rule simulate:
         meta="results/md/{peptide}/md.json",
     params:
         md=settings("md"),
-        role=lambda wc: ROLES.md_role(wc.peptide),
+        role=lambda wc: ROLES.role(wc.peptide),
     conda:
         "../../envs/md.yaml"
     log:

@@ -90,7 +90,7 @@ if PRETRAINED is not None:
             "--reference {input.reference} {input.reference_meta} {input.reference_topology} "
             "--replicate {input.replicate} {input.replicate_meta} "
             "--samples {input.samples} {input.samples_meta} {input.samples_topology} "
-            "-o results/pretrained/evaluate/{wildcards.peptide} --role held-out "
+            "-o results/pretrained/evaluate/{wildcards.peptide} --role test "
             "--settings {params.evaluate:q} > {log} 2>&1"
 
     rule compare_models:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jamun.sequence import RESIDUES, validate_sequence
 
-SPLITS = ("train", "val", "test")
+LISTS = ("train", "val", "test")  # the peptide lists of the config, by key
 
 
 def read_peptide_list(path: str | Path) -> list[str]:
@@ -59,8 +59,8 @@ class PeptideRoles:
     @classmethod
     def from_config(cls, peptides_cfg: dict) -> "PeptideRoles":
         """Read the lists named by the ``peptides:`` config section (paths to text files)."""
-        lists = {split: tuple(read_peptide_list(peptides_cfg[split])) for split in SPLITS}
-        for first, second in itertools.combinations(SPLITS, 2):
+        lists = {key: tuple(read_peptide_list(peptides_cfg[key])) for key in LISTS}
+        for first, second in itertools.combinations(LISTS, 2):
             shared = sorted(set(lists[first]) & set(lists[second]))
             if shared:
                 raise ValueError(
@@ -89,13 +89,10 @@ class PeptideRoles:
         """True for ids in the train or val list (they are not held out)."""
         return peptide in self.train or peptide in self.val
 
-    def md_role(self, peptide: str) -> str:
-        """``"train"`` for training peptides, ``"test"`` for every other (held-out) id."""
+    def role(self, peptide: str) -> str:
+        """``"train"`` for ids in the train or val list, ``"test"`` (held out) for every other id: the
+        one role vocabulary of MD lengths (``md.length_ns``), metrics and the report."""
         return "train" if self.is_training(peptide) else "test"
-
-    def report_label(self, peptide: str) -> str:
-        """How the report labels a peptide: ``"train"`` or ``"held-out"``."""
-        return "train" if self.is_training(peptide) else "held-out"
 
 
 def all_dipeptides() -> list[str]:
