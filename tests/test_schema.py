@@ -178,7 +178,7 @@ def test_settings_from_an_empty_section_are_the_demo_settings():
 
 
 def test_cross_key_checks_name_both_keys():
-    with pytest.raises(ValueError, match=r"^cfg: md\.checkpoint_every_ps = 2\.5 must be a whole multiple of md\.save_"):
+    with pytest.raises(ValueError, match=r"^cfg: md\.checkpoint_every_ps = 2\.5 ps must be a whole multiple of md\.save_"):
         MDSettings.from_config({"checkpoint_every_ps": 2.5}, "cfg")
     with pytest.raises(ValueError, match=r"^cfg: sample\.steps \(4\) - sample\.burn_in \(4\) must be >= sample\.save_"):
         SampleSettings.from_config({"steps": 4, "burn_in": 4}, "cfg")
