@@ -40,40 +40,9 @@ SIGMA = 0.04
 C = 0.25
 
 # Heavy atoms of capped ALA-ALA and SER-GLY as built by jamun.peptides (Angstrom).
-PDB_AA = """\
-ATOM      1  CH3 ACE A   1      -0.215  -0.036  -0.330  1.00  0.00           C
-ATOM      5  C   ACE A   1       1.295  -0.120  -0.344  1.00  0.00           C
-ATOM      6  O   ACE A   1       1.852  -1.145  -0.738  1.00  0.00           O
-ATOM      7  N   ALA A   2       1.949   0.957   0.091  1.00  0.00           N
-ATOM      9  CA  ALA A   2       3.408   1.079   0.192  1.00  0.00           C
-ATOM     11  C   ALA A   2       3.839   1.904   1.426  1.00  0.00           C
-ATOM     12  O   ALA A   2       3.056   2.692   1.968  1.00  0.00           O
-ATOM     13  CB  ALA A   2       3.939   1.697  -1.110  1.00  0.00           C
-ATOM     17  N   ALA A   3       5.096   1.731   1.854  1.00  0.00           N
-ATOM     19  CA  ALA A   3       5.704   2.434   2.991  1.00  0.00           C
-ATOM     21  C   ALA A   3       7.206   2.721   2.764  1.00  0.00           C
-ATOM     22  O   ALA A   3       7.865   2.054   1.958  1.00  0.00           O
-ATOM     23  CB  ALA A   3       5.480   1.593   4.256  1.00  0.00           C
-ATOM     27  N   NME A   4       7.749   3.707   3.493  1.00  0.00           N
-ATOM     29  C   NME A   4       9.156   4.108   3.429  1.00  0.00           C
-"""
-PDB_SG = """\
-ATOM      1  CH3 ACE A   1      -0.112   0.874   0.227  1.00  0.00           C
-ATOM      5  C   ACE A   1       1.337   0.546   0.512  1.00  0.00           C
-ATOM      6  O   ACE A   1       1.630  -0.218   1.432  1.00  0.00           O
-ATOM      7  N   SER A   2       2.241   1.124  -0.280  1.00  0.00           N
-ATOM      9  CA  SER A   2       3.697   0.941  -0.155  1.00  0.00           C
-ATOM     11  C   SER A   2       4.275   1.567   1.129  1.00  0.00           C
-ATOM     12  O   SER A   2       3.772   2.581   1.627  1.00  0.00           O
-ATOM     13  CB  SER A   2       4.419   1.543  -1.370  1.00  0.00           C
-ATOM     16  OG  SER A   2       3.920   1.010  -2.589  1.00  0.00           O
-ATOM     18  N   GLY A   3       5.364   0.982   1.645  1.00  0.00           N
-ATOM     20  CA  GLY A   3       6.113   1.513   2.795  1.00  0.00           C
-ATOM     23  C   GLY A   3       6.902   2.799   2.490  1.00  0.00           C
-ATOM     24  O   GLY A   3       7.138   3.148   1.327  1.00  0.00           O
-ATOM     25  N   NME A   4       7.325   3.501   3.551  1.00  0.00           N
-ATOM     27  C   NME A   4       8.087   4.749   3.475  1.00  0.00           C
-"""
+DATA = Path(__file__).parent / "data"  # structures as PDB text
+PDB_AA = (DATA / "ace_ala_ala_nme_heavy.pdb").read_text()
+PDB_SG = (DATA / "ace_ser_gly_nme_heavy.pdb").read_text()
 
 
 def small_config(**overrides) -> dict:

@@ -10,59 +10,15 @@ import pytest
 from scipy.spatial.distance import pdist
 
 from jamun.data.dataset import EpochOrder, ShardSplit
-from jamun.errors import InputError
 from jamun.data.shards import read_peptides, sha256_file, write_shards
+from jamun.errors import InputError
 
 # ACE-ALA-NME with hydrogens (built with jamun.peptides.build_peptide), coordinates in Å.
-ALA_PDB = """\
-HETATM    1  CH3 ACE A   1      -0.121   0.063  -0.281  1.00  0.00           C
-HETATM    2  H1  ACE A   1      -0.449   0.936  -0.844  1.00  0.00           H
-HETATM    3  H2  ACE A   1      -0.547  -0.837  -0.724  1.00  0.00           H
-HETATM    4  H3  ACE A   1      -0.452   0.152   0.754  1.00  0.00           H
-HETATM    5  C   ACE A   1       1.389  -0.018  -0.317  1.00  0.00           C
-HETATM    6  O   ACE A   1       1.943  -1.014  -0.783  1.00  0.00           O
-ATOM      7  N   ALA A   2       2.046   1.033   0.176  1.00  0.00           N
-ATOM      8  H   ALA A   2       1.501   1.794   0.554  1.00  0.00           H
-ATOM      9  CA  ALA A   2       3.506   1.163   0.244  1.00  0.00           C
-ATOM     10  HA  ALA A   2       3.951   0.169   0.284  1.00  0.00           H
-ATOM     11  C   ALA A   2       3.969   1.929   1.506  1.00  0.00           C
-ATOM     12  O   ALA A   2       3.194   2.673   2.119  1.00  0.00           O
-ATOM     13  CB  ALA A   2       3.991   1.855  -1.038  1.00  0.00           C
-ATOM     14  HB1 ALA A   2       3.559   2.854  -1.109  1.00  0.00           H
-ATOM     15  HB2 ALA A   2       5.078   1.938  -1.029  1.00  0.00           H
-ATOM     16  HB3 ALA A   2       3.692   1.273  -1.909  1.00  0.00           H
-HETATM   17  N   NME A   3       5.244   1.757   1.882  1.00  0.00           N
-HETATM   18  H   NME A   3       5.821   1.140   1.328  1.00  0.00           H
-HETATM   19  C   NME A   3       5.865   2.408   3.038  1.00  0.00           C
-HETATM   20  H1  NME A   3       6.912   2.114   3.117  1.00  0.00           H
-HETATM   21  H2  NME A   3       5.347   2.119   3.952  1.00  0.00           H
-HETATM   22  H3  NME A   3       5.811   3.491   2.929  1.00  0.00           H
-TER      23      NME A   3
-END
-"""
+DATA = Path(__file__).parent / "data"  # structures as PDB text
+ALA_PDB = (DATA / "ace_ala_nme.pdb").read_text()
 
 # ACE-GLY-ASN-NME, heavy atoms only.
-GN_PDB = """\
-ATOM      1  CH3 ACE A   1      -0.231   0.320  -0.174  1.00  0.00           C
-ATOM      2  C   ACE A   1       1.196   0.154   0.303  1.00  0.00           C
-ATOM      3  O   ACE A   1       1.450  -0.603   1.239  1.00  0.00           O
-ATOM      4  N   GLY A   2       2.123   0.859  -0.349  1.00  0.00           N
-ATOM      5  CA  GLY A   2       3.550   0.878   0.003  1.00  0.00           C
-ATOM      6  C   GLY A   2       3.878   1.701   1.261  1.00  0.00           C
-ATOM      7  O   GLY A   2       3.086   2.540   1.703  1.00  0.00           O
-ATOM      8  N   ASN A   3       5.073   1.475   1.820  1.00  0.00           N
-ATOM      9  CA  ASN A   3       5.604   2.161   3.009  1.00  0.00           C
-ATOM     10  C   ASN A   3       7.029   2.709   2.762  1.00  0.00           C
-ATOM     11  O   ASN A   3       7.752   2.223   1.885  1.00  0.00           O
-ATOM     12  CB  ASN A   3       5.587   1.187   4.207  1.00  0.00           C
-ATOM     13  CG  ASN A   3       4.209   0.632   4.547  1.00  0.00           C
-ATOM     14  OD1 ASN A   3       3.966  -0.567   4.483  1.00  0.00           O
-ATOM     15  ND2 ASN A   3       3.264   1.469   4.919  1.00  0.00           N
-ATOM     16  N   NME A   4       7.442   3.707   3.557  1.00  0.00           N
-ATOM     17  C   NME A   4       8.762   4.336   3.479  1.00  0.00           C
-TER      18      NME A   4
-END
-"""
+GN_PDB = (DATA / "ace_gly_asn_nme_heavy.pdb").read_text()
 
 
 def write_trajectory(
