@@ -18,6 +18,9 @@ CLUSTER_STAMP := $(VENV)/.torch-cluster
 setup: $(STAMP)
 
 # The lock pins torch==2.13.0 (a CPU build where the local index has it); see README for CUDA.
+# Test-only pins in the lock: snakefmt (and its black, click, pathspec, pytokens, mypy_extensions,
+# shfmt-py) checks the rule files' format (tests/test_lint.py); websocket-client drives headless
+# Chromium over the DevTools protocol (tests/test_report_browser.py).
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=68" wheel
@@ -34,7 +37,8 @@ $(CLUSTER_STAMP): $(STAMP)
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
-	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report results/report.html
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report results/report.html \
+		--report-stylesheet workflow/report/report.css
 
 TEST_DEPS := $(STAMP)
 ifeq ($(WITH_CLUSTER),1)

@@ -1,5 +1,11 @@
 """The SLURM profile (workflow/profiles/slurm), submitted for real to a stand-in SLURM.
 
+Kept for what a real cluster without GPUs cannot show: the GPU requests (``--gpus``, no
+``--ntasks-per-gpu``, multi-GPU training as one task). The CPU path runs end to end on a real
+one-node SLURM in tests/test_slurm_real.py (sbatch, srun, squeue polling, partitions, account,
+outputs equal to the local run); the stand-in also covers sacct polling and an unset account, which
+that cluster (no accounting database) cannot.
+
 Snakemake runs a temporary copy of the workflow with ``--workflow-profile workflow/profiles/slurm``
 and the real snakemake-executor-plugin-slurm, but ``sbatch``/``srun``/``sacct``/... on PATH are
 tests/fake_slurm (see its docstring): sbatch records its arguments and runs the job here, so the

@@ -4,6 +4,7 @@
 import json
 
 from jamun.roles import PeptideRoles
+from jamun.sequence import residue_label
 
 # Peptide lists, checked (overlaps, evaluate_train membership) by the package.
 ROLES = PeptideRoles.from_config(config["peptides"])
@@ -32,3 +33,46 @@ def all_targets():
         targets += expand("results/pretrained/evaluate/{peptide}/metrics.json", peptide=ROLES.test)
         targets.append("results/summary/models.csv")
     return targets
+
+
+def split_inputs(wildcards):
+    """Inputs of `shard` for one split: its peptide list and its peptides' MD."""
+    peptides = getattr(ROLES, wildcards.split)
+    return {
+        "peptides": config["peptides"][wildcards.split],
+        "traj": [f"results/md/{p}/traj.xtc" for p in peptides],
+        "topology": [f"results/md/{p}/topology.pdb" for p in peptides],
+    }
+
+
+# The report (snakemake --report): every figure carries the labels peptide, role and figure,
+# which the report shows as the columns of one table per category. Per-peptide figures are
+# grouped by role (a subcategory each), so that within a table no label has exactly two values
+# in equal numbers, which Snakemake's report would turn into a toggle hiding half of the rows.
+ROLE_SUBCATEGORY = {"train": "train peptides", "test": "test peptides (held out)"}
+
+
+def role_subcategory(wildcards):
+    """Report subcategory of a per-peptide figure: its peptide's role."""
+    return ROLE_SUBCATEGORY[ROLES.role(wildcards.peptide)]
+
+
+def peptide_labels(figure):
+    """Report labels of a per-peptide figure, e.g. {"peptide": "GN (GLY-ASN)", "role": "test",
+    "figure": "Ramachandran maps"}; the role is ROLES.role (train or test)."""
+
+    def labels(wildcards):
+        peptide = wildcards.peptide
+        return {
+            "peptide": f"{peptide} ({residue_label(peptide)})",
+            "role": ROLES.role(peptide),
+            "figure": figure,
+        }
+
+    return labels
+
+
+def summary_labels(figure, peptides="all evaluated", role="train and test"):
+    """Report labels of a figure or table about several peptides (figure first: the table's
+    first column, never a toggle)."""
+    return {"figure": figure, "peptide": peptides, "role": role}

@@ -1,14 +1,6 @@
 # Dataset sharding: heavy-atom frames of each split's trajectories, shuffled into shards. The
 # peptide list is an input, so editing it reshards; an empty list has no shard job at all.
-
-
-def split_inputs(wildcards):
-    peptides = getattr(ROLES, wildcards.split)
-    return {
-        "peptides": config["peptides"][wildcards.split],
-        "traj": [f"results/md/{p}/traj.xtc" for p in peptides],
-        "topology": [f"results/md/{p}/topology.pdb" for p in peptides],
-    }
+# Inputs per split: split_inputs (common.smk).
 
 
 rule shard:
@@ -17,18 +9,18 @@ rule shard:
     output:
         manifest="results/shards/{split}/manifest.csv",
         stats="results/shards/{split}/stats.json",
-    params:
-        data=settings("data"),
-    conda:
-        "../../envs/torch.yaml"
     log:
         "results/logs/shard/{split}.log",
     benchmark:
         "results/benchmarks/shard/{split}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
+    params:
+        data=settings("data"),
     shell:
         "jamun shard {wildcards.split} --peptides {input.peptides} --traj {input.traj} "
         "--topology {input.topology} -o results/shards/{wildcards.split} "

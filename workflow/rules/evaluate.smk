@@ -17,39 +17,43 @@ rule evaluate:
             "results/evaluate/{peptide}/ramachandran.png",
             caption="../report/ramachandran.rst",
             category="Ramachandran",
-            subcategory="{peptide}",
+            subcategory=role_subcategory,
+            labels=peptide_labels("Ramachandran maps: MD, JAMUN, MD of equal time"),
         ),
         jsd_vs_time=report(
             "results/evaluate/{peptide}/jsd_vs_time.png",
             caption="../report/jsd_vs_time.rst",
             category="JSD vs wall time",
-            subcategory="{peptide}",
+            subcategory=role_subcategory,
+            labels=peptide_labels("JSD against the reference MD vs wall time"),
         ),
         msm=report(
             "results/evaluate/{peptide}/msm.png",
             caption="../report/msm.rst",
             category="Markov state models",
-            subcategory="{peptide}",
+            subcategory=role_subcategory,
+            labels=peptide_labels("TICA map and macrostate populations"),
         ),
         its=report(
             "results/evaluate/{peptide}/its.png",
             caption="../report/its.rst",
-            category="Markov state models",
-            subcategory="{peptide}",
+            category="Implied timescales",
+            subcategory=role_subcategory,
+            labels=peptide_labels("implied timescales of the reference MD"),
         ),
-    params:
-        evaluate=settings("evaluate"),
-        role=lambda wc: ROLES.role(wc.peptide),
-    conda:
-        "../../envs/analysis.yaml"
     log:
         "results/logs/evaluate/{peptide}.log",
     benchmark:
         "results/benchmarks/evaluate/{peptide}.tsv"
+    conda:
+        "../../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
+    params:
+        evaluate=settings("evaluate"),
+        role=lambda wc: ROLES.role(wc.peptide),
     shell:
         "jamun evaluate {wildcards.peptide} "
         "--reference {input.reference} {input.reference_meta} {input.reference_topology} "
@@ -67,16 +71,18 @@ rule summarize:
             "results/summary/metrics.csv",
             caption="../report/metrics_table.rst",
             category="Summary",
+            labels=summary_labels("metrics of every evaluated peptide (table)"),
         ),
         figure=report(
             "results/summary/summary.png",
             caption="../report/summary.rst",
             category="Summary",
+            labels=summary_labels("JSD per peptide: JAMUN, MD of equal time, floor"),
         ),
-    conda:
-        "../../envs/analysis.yaml"
     log:
         "results/logs/summarize/summarize.log",
+    conda:
+        "../../envs/analysis.yaml"
     shell:
         "jamun summarize {input} -o results/summary > {log} 2>&1"
 
@@ -90,13 +96,14 @@ rule provenance:
             "results/summary/provenance.txt",
             caption="../report/provenance.rst",
             category="Summary",
+            labels=summary_labels("configuration and package versions", "all", "all"),
         ),
-    params:
-        config=json.dumps(config, sort_keys=True),
-    conda:
-        "../../envs/analysis.yaml"
     log:
         "results/logs/provenance/provenance.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        config=json.dumps(config, sort_keys=True),
     shell:
         "jamun provenance -o {output} --settings {params.config:q} > {log} 2>&1"
 

@@ -6,12 +6,12 @@
 rule build:
     output:
         "results/md/{peptide}/system.pdb",
-    conda:
-        "../../envs/md.yaml"
     log:
         "results/logs/build/{peptide}.log",
     benchmark:
         "results/benchmarks/build/{peptide}.tsv"
+    conda:
+        "../../envs/md.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -27,20 +27,20 @@ rule simulate:
         traj="results/md/{peptide}/traj.xtc",
         topology="results/md/{peptide}/topology.pdb",
         meta="results/md/{peptide}/md.json",
-    params:
-        md=settings("md"),
-        role=lambda wc: ROLES.role(wc.peptide),
-    conda:
-        "../../envs/md.yaml"
     log:
         "results/logs/simulate/{peptide}.log",
     benchmark:
         "results/benchmarks/simulate/{peptide}.tsv"
+    conda:
+        "../../envs/md.yaml"
     threads: 1 if config["md"]["protocol"] == "implicit" else 4
     resources:
         gpu=1 if config["md"]["platform"] == "CUDA" else 0,
         mem_mb=4000,
         runtime=24 * 60,
+    params:
+        md=settings("md"),
+        role=lambda wc: ROLES.role(wc.peptide),
     shell:
         "jamun simulate {wildcards.peptide} --system {input.system} -o results/md/{wildcards.peptide} "
         "--role {params.role} --threads {threads} --settings {params.md:q} > {log} 2>&1"
@@ -53,19 +53,19 @@ rule simulate_replicate:
         traj="results/md/{peptide}/replicate/traj.xtc",
         topology="results/md/{peptide}/replicate/topology.pdb",
         meta="results/md/{peptide}/replicate/md.json",
-    params:
-        md=settings("md"),
-    conda:
-        "../../envs/md.yaml"
     log:
         "results/logs/simulate_replicate/{peptide}.log",
     benchmark:
         "results/benchmarks/simulate_replicate/{peptide}.tsv"
+    conda:
+        "../../envs/md.yaml"
     threads: 1 if config["md"]["protocol"] == "implicit" else 4
     resources:
         gpu=1 if config["md"]["platform"] == "CUDA" else 0,
         mem_mb=4000,
         runtime=24 * 60,
+    params:
+        md=settings("md"),
     shell:
         "jamun simulate {wildcards.peptide} --system {input.system} "
         "-o results/md/{wildcards.peptide}/replicate --role replicate --threads {threads} "

@@ -17,21 +17,21 @@ if PRETRAINED is not None:
             samples="results/pretrained/samples/{peptide}/samples.xtc",
             topology="results/pretrained/samples/{peptide}/topology.pdb",
             meta="results/pretrained/samples/{peptide}/sample.json",
-        params:
-            model=PRETRAINED,
-            model_sha256=PRETRAINED_SHA256,
-            sample=settings("sample"),
-        conda:
-            "../../envs/torch.yaml"
         log:
             "results/logs/sample_pretrained/{peptide}.log",
         benchmark:
             "results/benchmarks/sample_pretrained/{peptide}.tsv"
+        conda:
+            "../../envs/torch.yaml"
         threads: 1
         resources:
             gpu=SAMPLE_GPUS,
             mem_mb=8000,
             runtime=12 * 60,
+        params:
+            model=PRETRAINED,
+            model_sha256=PRETRAINED_SHA256,
+            sample=settings("sample"),
         shell:
             "jamun sample {wildcards.peptide} --model {params.model:q} --system {input.system} "
             "-o results/pretrained/samples/{wildcards.peptide} --settings {params.sample:q} "
@@ -53,38 +53,38 @@ if PRETRAINED is not None:
                 "results/pretrained/evaluate/{peptide}/ramachandran.png",
                 caption="../report/pretrained_ramachandran.rst",
                 category="Ramachandran (shipped model)",
-                subcategory="{peptide}",
+                subcategory=role_subcategory,
+                labels=peptide_labels("Ramachandran maps: MD, shipped model, MD of equal time"),
             ),
             jsd_vs_time=report(
                 "results/pretrained/evaluate/{peptide}/jsd_vs_time.png",
                 caption="../report/pretrained_jsd_vs_time.rst",
                 category="JSD vs wall time (shipped model)",
-                subcategory="{peptide}",
+                subcategory=role_subcategory,
+                labels=peptide_labels("JSD against the reference MD vs wall time"),
             ),
             msm=report(
                 "results/pretrained/evaluate/{peptide}/msm.png",
                 caption="../report/pretrained_msm.rst",
                 category="Markov state models (shipped model)",
-                subcategory="{peptide}",
+                subcategory=role_subcategory,
+                labels=peptide_labels("TICA map and macrostate populations"),
             ),
-            its=report(
-                "results/pretrained/evaluate/{peptide}/its.png",
-                caption="../report/its.rst",
-                category="Markov state models (shipped model)",
-                subcategory="{peptide}",
-            ),
-        params:
-            evaluate=settings("evaluate"),
-        conda:
-            "../../envs/analysis.yaml"
+            # The reference MD's implied timescales, the same figure as in the report's
+            # "Implied timescales" (samples have no kinetics): not in the report twice.
+            its="results/pretrained/evaluate/{peptide}/its.png",
         log:
             "results/logs/evaluate_pretrained/{peptide}.log",
         benchmark:
             "results/benchmarks/evaluate_pretrained/{peptide}.tsv"
+        conda:
+            "../../envs/analysis.yaml"
         threads: 1
         resources:
             mem_mb=8000,
             runtime=120,
+        params:
+            evaluate=settings("evaluate"),
         shell:
             "jamun evaluate {wildcards.peptide} "
             "--reference {input.reference} {input.reference_meta} {input.reference_topology} "
@@ -105,22 +105,26 @@ if PRETRAINED is not None:
                 "results/summary/models.csv",
                 caption="../report/models_table.rst",
                 category="Summary",
+                labels=summary_labels(
+                    "both models per test peptide (table)", "test peptides", "test"
+                ),
             ),
             figure=report(
                 "results/summary/models.png",
                 caption="../report/models.rst",
                 category="Summary",
+                labels=summary_labels("both models: JSD and validity", "test peptides", "test"),
             ),
+        log:
+            "results/logs/compare_models/compare_models.log",
+        # torch: the labels come from the checkpoints' training records.
+        conda:
+            "../../envs/torch.yaml"
+        threads: 1
         params:
             model=PRETRAINED,
             model_sha256=PRETRAINED_SHA256,
             peptides=" ".join(ROLES.test),
-        # torch: the labels come from the checkpoints' training records.
-        conda:
-            "../../envs/torch.yaml"
-        log:
-            "results/logs/compare_models/compare_models.log",
-        threads: 1
         shell:
             "jamun compare --model {input.workflow_model} results/evaluate 'workflow model' "
             "--model {params.model:q} results/pretrained/evaluate "

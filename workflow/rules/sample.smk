@@ -13,19 +13,19 @@ rule sample:
         samples="results/samples/{peptide}/samples.xtc",
         topology="results/samples/{peptide}/topology.pdb",
         meta="results/samples/{peptide}/sample.json",
-    params:
-        sample=settings("sample"),
-    conda:
-        "../../envs/torch.yaml"
     log:
         "results/logs/sample/{peptide}.log",
     benchmark:
         "results/benchmarks/sample/{peptide}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         gpu=SAMPLE_GPUS,
         mem_mb=8000,
         runtime=12 * 60,
+    params:
+        sample=settings("sample"),
     shell:
         "jamun sample {wildcards.peptide} --model {input.model} --system {input.system} "
         "-o results/samples/{wildcards.peptide} --settings {params.sample:q} > {log} 2>&1"

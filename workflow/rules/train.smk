@@ -23,23 +23,28 @@ rule train:
             "results/train/loss.png",
             caption="../report/loss.rst",
             category="Training",
+            labels=summary_labels("loss and sample checks", "train and val lists", "train"),
         ),
         summary="results/train/train.json",
-    params:
-        train=settings("train"),
-        val_shards="--val-shards results/shards/val" if ROLES.val else "",
-        validation_md=" ".join(["--validation-md", *expand("results/md/{p}", p=ROLES.val)]) if ROLES.val else "",
-    conda:
-        "../../envs/torch.yaml"
     log:
         "results/logs/train/train.log",
     benchmark:
         "results/benchmarks/train/train.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: workflow.cores if config["train"]["gpus"] > 0 else 1
     resources:
         gpu=config["train"]["gpus"],
         mem_mb=16000,
         runtime=24 * 60,
+    params:
+        train=settings("train"),
+        val_shards="--val-shards results/shards/val" if ROLES.val else "",
+        validation_md=(
+            " ".join(["--validation-md", *expand("results/md/{p}", p=ROLES.val)])
+            if ROLES.val
+            else ""
+        ),
     shell:
         "jamun train --train-shards results/shards/train {params.val_shards} -o results/train "
         "--threads {threads} --settings {params.train:q} {params.validation_md} > {log} 2>&1"
