@@ -4,7 +4,7 @@
 import json
 
 from jamun.roles import PeptideRoles
-from jamun.sequence import residue_label
+from jamun.sequence import residue_label, validate_sequence
 
 # Peptide lists, checked (overlaps, evaluate_train membership) by the package.
 ROLES = PeptideRoles.from_config(config["peptides"])
@@ -76,3 +76,9 @@ def summary_labels(figure, peptides="all evaluated", role="train and test"):
     """Report labels of a figure or table about several peptides (figure first: the table's
     first column, never a toggle)."""
     return {"figure": figure, "peptide": peptides, "role": role}
+
+
+def refuse_peptide(wildcards):
+    """Input function of `invalid_peptide`: the sequence check's message (names the valid letters)."""
+    validate_sequence(wildcards.peptide)
+    return []
