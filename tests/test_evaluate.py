@@ -1,6 +1,7 @@
 """evaluate_peptide end to end on small synthetic trajectories; summarize; equal-time prefixes."""
 
 import json
+import re
 import shutil
 
 import mdtraj
@@ -292,6 +293,12 @@ def test_summarize_table_and_figure(evaluated, tmp_path):
     written = (tmp_path / "summary" / "metrics.csv").read_text().splitlines()
     assert len(written) == 3
     assert (tmp_path / "summary" / "summary.png").stat().st_size > 1000
+    html = (tmp_path / "summary" / "metrics.html").read_text()  # the report's per-peptide table
+    cells = re.findall(r"<t[dh]>(.*?)</t[dh]>", html)
+    width = cells.index("JSD target met") + 1
+    rows = [dict(zip(cells[:width], cells[k:k + width])) for k in range(width, len(cells), width)]
+    assert [(r["peptide"], r["role"]) for r in rows] == [("AN", "test"), ("AA", "train")]
+    assert {r["Rama JSD: JAMUN"] for r in rows} == {f"{metrics['jamun']['jsd_rama_mean']:.3f}"}
 
 
 def test_bad_inputs_raise(run_dirs, tmp_path):

@@ -198,6 +198,12 @@ window.reportDriver = (() => {
     const entry = results[path];
     const cells = [...row.querySelectorAll("td")];
     const button = cells[cells.length - 1].querySelector("a");
+    if (entry.mime_type === "text/html") {  // shown in a frame of the content panel
+      button.click();
+      const frame = await until(() => [...document.querySelectorAll("iframe")].find(
+        f => f.getAttribute("src") === entry.data_uri));
+      return {kind: "page", shown: Boolean(frame)};
+    }
     if (!entry.mime_type.startsWith("image/")) {
       return {kind: "download", download: button.getAttribute("href") === entry.data_uri &&
                                           button.getAttribute("download") === entry.name};
@@ -337,6 +343,10 @@ def check_report(view: ReportView, workdir: Path) -> None:
         ), row
         if row["kind"] == "image":
             assert row["naturalWidth"] > 0, f"image did not load: {row['paths'][0]}"
+        elif row["kind"] == "page":
+            assert row["shown"], row
+            page = base64.b64decode(view.results[row["paths"][0]]["data_uri"].split(",", 1)[1]).decode()
+            assert "<table" in page and "Rama JSD: JAMUN" in page, row
         else:
             assert row["download"], row
     for path, result in view.results.items():

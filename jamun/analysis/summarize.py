@@ -61,13 +61,38 @@ def metrics_table(metrics_files: Sequence[Path | str]) -> pd.DataFrame:
         .reset_index(drop=True)
 
 
+# The per-peptide numbers a reader of the report compares first: (column of metrics.csv, heading).
+READER_COLUMNS = (
+    ("peptide", "peptide"), ("residues", "residues"), ("role", "role"),
+    ("valid", "valid jumps"), ("l_chirality_ok", "L at every CA"),
+    ("jamun.jsd_rama_mean", "Rama JSD: JAMUN"), ("md_equal_time.jsd_rama_mean", "Rama JSD: MD of equal time"),
+    ("replicate_floor.jsd_rama_mean", "Rama JSD: floor (MD replicate)"),
+    ("meets_validity_target", "validity target met"), ("meets_jsd_target", "JSD target met"),
+)
+
+
+def reader_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The READER_COLUMNS of a :func:`metrics_table`, renamed to their headings (absent ones NaN)."""
+    return pd.DataFrame({heading: table[column] if column in table else np.nan for column, heading in READER_COLUMNS})
+
+
+def write_reader_table(table: pd.DataFrame, path: Path) -> Path:
+    """``path`` as a standalone HTML page with one row per peptide (the report shows it as is)."""
+    body = reader_table(table).to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="–", border=0)
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>per-peptide metrics</title><style>"
+            "table{border-collapse:collapse;font-family:sans-serif}th,td{padding:4px 10px;text-align:right}"
+            "tr:nth-child(even){background:#f3f3f3}</style></head><body>" + body + "</body></html>\n")
+    return write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+
+
 def summarize(metrics_files: Sequence[Path | str], out_dir: Path | str) -> pd.DataFrame:
-    """Write `out_dir/metrics.csv` (one row per peptide) and `out_dir/summary.png`; return the
-    table."""
+    """Write `out_dir/metrics.csv` (one row per peptide, every scalar metric), `out_dir/metrics.html`
+    (the headline numbers, for the report) and `out_dir/summary.png`; return the table."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = metrics_table(metrics_files)
     write_atomic(out_dir / "metrics.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_reader_table(table, out_dir / "metrics.html")
     plots.summary(table, out_dir / "summary.png", metrics=SUMMARY_METRICS,
                   comparisons=COMPARISONS)
     return table

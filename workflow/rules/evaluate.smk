@@ -67,6 +67,12 @@ rule summarize:
     input:
         expand("results/evaluate/{peptide}/metrics.json", peptide=ROLES.evaluated),
     output:
+        reader_table=report(
+            "results/summary/metrics.html",
+            caption="../report/metrics_reader.rst",
+            category="Summary",
+            labels=summary_labels("per-peptide headline numbers (table)"),
+        ),
         table=report(
             "results/summary/metrics.csv",
             caption="../report/metrics_table.rst",
