@@ -148,6 +148,13 @@ def implied_timescales(lags_ps: np.ndarray, timescales_ps: np.ndarray, path: Pat
     return save_figure(fig, path)
 
 
+# How figures name the ensembles and metrics of metrics.json.
+ENSEMBLE_NAMES = {"jamun": "JAMUN samples", "md_equal_time": "MD of equal wall time",
+                  "replicate_floor": "floor (MD replicate, as many frames)"}
+METRIC_NAMES = {"jsd_rama_mean": "Ramachandran JSD", "jsd_1d_mean": "1D dihedral JSD",
+                "jsd_macrostates": "macrostate JSD"}
+
+
 def summary(table: pd.DataFrame, path: Path | str, *, metrics: Sequence[str],
             comparisons: Sequence[str]) -> Path:
     """Grouped bars per peptide: each metric (panel) for each comparison (colour).
@@ -173,8 +180,8 @@ def summary(table: pd.DataFrame, path: Path | str, *, metrics: Sequence[str],
                 err = np.clip(np.vstack([values - table[low].to_numpy(dtype=float),
                                          table[high].to_numpy(dtype=float) - values]), 0, None)
             ax.bar(x + (k - (len(comparisons) - 1) / 2) * width, values, width=width, yerr=err,
-                   capsize=2, label=comparison)
-        ax.set_ylabel(f"{metric} (nats)", fontsize=8)
+                   capsize=2, label=ENSEMBLE_NAMES.get(comparison, comparison))
+        ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (nats)", fontsize=8)
         ax.set_xticks(x, names, fontsize=8)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
