@@ -89,8 +89,11 @@ def write_config(work: Path, **overrides: dict) -> str:
 
 
 def placeholders(work: Path, *paths: str) -> None:
-    """Create input files a job needs, an hour old, so that nothing upstream of them reruns."""
+    """Create input files a job needs, an hour old, so that nothing upstream of them reruns; the
+    peptide lists (inputs of `shard`) are made older still, as in a checkout of any age."""
     past = time.time() - 3600
+    for peptide_list in (work / "config" / "peptides").glob("*.txt"):
+        os.utime(peptide_list, (past - 3600, past - 3600))
     for path in paths:
         file = work / path
         file.parent.mkdir(parents=True, exist_ok=True)
