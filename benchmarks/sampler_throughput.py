@@ -68,7 +68,7 @@ def forward_seconds(denoiser: Denoiser, features: TopologyFeatures, x0: torch.Te
     device = next(denoiser.parameters()).device
     graph = batch_graphs([features] * chains).to(device)
     y = (x0 + denoiser.sigma * torch.randn(chains, *x0.shape)).reshape(-1, 3).to(device)
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: the energy output differentiates inside
         denoiser.xhat(y, graph)
         synchronize(device)
         calls, start = 0, time.perf_counter()

@@ -6,7 +6,14 @@ sample checks of the config (walk-jump on the validation peptides, jamun.trainin
 and reports the check the trainer selected: jump validity, chains that left the molecule, Rama
 JSD, sample_error = (1 - valid) + jsd_rama, plus the final validation loss.
 
+With ``--held-out GN ET FA`` the kept model is then judged where users meet it: the demo sampler
+(the config's ``sample:`` section, chains from the built structure) on each held-out peptide,
+scored against its reference MD (``results/md/<peptide>``) with the config's ``evaluate.bins_rama``
+(valid jumps, L at every CA, Rama JSD, seconds per sample), and the drift JSD (chains started on
+the reference MD frames, ``train.sample_check`` walk length).
+
     python benchmarks/training_choices.py --minutes 4 --threads 1 baseline endpoint_8
+    python benchmarks/training_choices.py --minutes 12 --seed 1 --held-out GN ET FA demo energy
     python benchmarks/training_choices.py --list
 
 Needs ``results/shards`` and ``results/md/<val peptide>`` from the demo workflow. Run two
@@ -20,18 +27,28 @@ import argparse
 import copy
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
 
+from jamun.model import checkpoint
 from jamun.roles import PeptideRoles
+from jamun.sampling.sample import SampleSettings
 from jamun.training import train
+from jamun.training.sample_quality import load_validation_peptide, sample_quality
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (train keys, model keys) changed from the demo config.
 VARIANTS: dict[str, tuple[dict, dict]] = {
+    "demo": ({}, {}),
+    "energy": ({}, {"output": "energy"}),
+    "uvu": ({}, {"tensor_product": "uvu"}),
+    "uvu_64x0e_16x1e": ({}, {"tensor_product": "uvu", "hidden_irreps": "64x0e + 16x1e"}),
+    "energy_uvu": ({}, {"output": "energy", "tensor_product": "uvu"}),
     "baseline": ({}, {"endpoint_features": 0}),
     "endpoint_8": ({}, {"endpoint_features": 8}),
     "radial_16": ({}, {"endpoint_features": 8, "num_radial": 16}),
@@ -74,25 +91,58 @@ def variant_config(base: dict, name: str, minutes: float, steps_per_minute: floa
     return cfg
 
 
-def run_variant(name: str, base: dict, validation_md: list[Path], minutes: float, threads: int,
-                keep: Path | None, steps_per_minute: float = STEPS_PER_MINUTE) -> dict:
-    """Train one variant (in ``keep``/name, else a temporary folder); its selected sample check and
-    final losses."""
+def held_out_quality(model_path: Path, config: dict, held_out: list[str]) -> dict:
+    """The kept model on the held-out peptides: the demo sampler's jumps scored against each
+    peptide's reference MD, and the drift JSD from its MD frames; means over the peptides."""
+    model = checkpoint.load(model_path)
+    peptides = [load_validation_peptide(ROOT / "results" / "md" / p) for p in held_out]
+    check = config["train"]["sample_check"]
+    scoring = {"bond_tolerance_nm": check.get("bond_tolerance_nm", 0.02), "bins": config["evaluate"]["bins_rama"]}
+    sampler = {**config.get("sample", {}), "device": "cpu"}
+    started = time.perf_counter()
+    sampled = sample_quality(model, peptides, sampler, **scoring, start="built")
+    seconds = time.perf_counter() - started
+    per_sample = seconds / (len(peptides) * sampled_jumps(sampler))
+    drift_walk = {"chains": sampler.get("chains", 32), "steps": check["steps"], "burn_in": check["burn_in"]}
+    drift = sample_quality(model, peptides, drift_walk, **scoring, start="md")
+    row = {f"{p}_{column}": sampled[p][column] for p in held_out for column in ("valid", "jsd_rama")}
+    row.update({f"{p}_drift_jsd": drift[p]["jsd_rama"] for p in held_out})
+    return {**row, "held_out_valid": sampled["mean"]["valid"],
+            "held_out_l_chirality_ok": sampled["mean"]["l_chirality_ok"],
+            "held_out_jsd_rama": sampled["mean"]["jsd_rama"], "held_out_drift_jsd": drift["mean"]["jsd_rama"],
+            "ms_per_sample": 1000 * per_sample}  # fmt: skip
+
+
+def sampled_jumps(sample_cfg: dict) -> int:
+    """Jumps a walk of ``sample_cfg`` (schema defaults filled in) saves per peptide."""
+    settings = SampleSettings.from_config(sample_cfg)
+    return settings.chains * settings.samples_per_chain
+
+
+def run_variant(name: str, config: dict, validation_md: list[Path], minutes: float, threads: int,
+                keep: Path | None, steps_per_minute: float = STEPS_PER_MINUTE, seed: int = 0,
+                held_out: list[str] = ()) -> dict:
+    """Train one variant (in ``keep``/name, else a temporary folder); its selected sample check,
+    final losses and, with ``held_out`` peptides, :func:`held_out_quality`."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = keep / name if keep else Path(tmp)
-        cfg = variant_config(base, name, minutes, steps_per_minute)
+        out = keep / f"{name}_seed{seed}" if keep else Path(tmp)
+        cfg = variant_config(config["train"], name, minutes, steps_per_minute)
+        cfg["seed"] = seed
         shards = ROOT / "results" / "shards"
         summary = train(shards / "train", out, cfg, threads=threads, val_shards=shards / "val",
                         validation_md=validation_md)
+        torch.set_num_threads(threads)
+        held = held_out_quality(out / "model.ckpt", config, list(held_out)) if held_out else {}
     check = summary.get("selected_sample_check") or {}
     mean = check.get("mean", check)
     return {
-        "variant": name, "parameters": summary["n_parameters"], "steps": summary["steps"],
+        "variant": name, "seed": seed, "parameters": summary["n_parameters"], "steps": summary["steps"],
         "graphs_per_s": summary["steps"] * summary["global_batch_size"] / summary["wall_seconds"],
         "selected_step": summary.get("selected_step"), "valid": mean.get("valid"),
         "l_chirality_ok": mean.get("l_chirality_ok"), "left_molecule": mean.get("left_molecule"),
         "jsd_rama": mean.get("jsd_rama"), "sample_error": mean.get("sample_error"),
         "final_val_loss": summary["final_val_loss"], "final_scaled_rmsd": summary["final_scaled_rmsd"],
+        **held,
     }  # fmt: skip
 
 
@@ -106,6 +156,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep each variant's outputs in KEEP/<variant>")
     parser.add_argument("--steps-per-minute", type=float, default=STEPS_PER_MINUTE,
                         help="training steps per wall minute, for the length of decaying LR schedules")
+    parser.add_argument("--seed", type=int, default=0, help="train.seed of every variant")
+    parser.add_argument("--held-out", nargs="*", default=[], metavar="PEPTIDE",
+                        help="also sample these peptides with the kept model and score them against their MD")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
     args = parser.parse_args()
     if args.list or not args.variants:
@@ -118,8 +171,8 @@ def main() -> None:
     roles = PeptideRoles.from_config(config["peptides"])
     validation_md = [ROOT / "results" / "md" / p for p in roles.val]
     for name in args.variants:
-        row = run_variant(name, config["train"], validation_md, args.minutes, args.threads, args.keep,
-                          args.steps_per_minute)
+        row = run_variant(name, config, validation_md, args.minutes, args.threads, args.keep,
+                          args.steps_per_minute, args.seed, args.held_out)
         print("\t".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame([row]).to_csv(args.out, mode="a", header=not args.out.exists(), index=False)

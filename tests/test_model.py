@@ -29,7 +29,7 @@ from jamun.data.graph import (
 from jamun.model import Denoiser, Preconditioning, model_config
 from jamun.errors import InputError
 from jamun.model.checkpoint import load_weights
-from jamun.model.convolution import GroupedEdges, TensorProductConvolution
+from jamun.model.convolution import ChannelwiseConvolution, GroupedEdges, TensorProductConvolution
 from jamun.model.embedding import NUM_NOISE_FEATURES
 from jamun.peptides import build_peptide
 from jamun.schema import section_settings
@@ -62,6 +62,12 @@ def denoiser() -> Denoiser:
     return make_denoiser()
 
 
+@pytest.fixture(scope="module", params=["uvw", "uvu"])
+def each_denoiser(request: pytest.FixtureRequest) -> Denoiser:
+    """A randomly initialised small denoiser with each tensor product (model.tensor_product)."""
+    return make_denoiser(tensor_product=request.param)
+
+
 @pytest.fixture(scope="module")
 def peptides(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """{"AA": (features, positions (n, 3) nm), "SG": ...}."""
@@ -87,7 +93,8 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((a - b).norm() / b.norm()).detach())
 
 
-def test_network_output_is_rotation_and_translation_equivariant(denoiser: Denoiser, peptides: dict) -> None:
+def test_network_output_is_rotation_and_translation_equivariant(each_denoiser: Denoiser, peptides: dict) -> None:
+    denoiser = each_denoiser
     graph, _, y = noisy_batch(peptides, ["AA", "SG"], seed=0)
     output = denoiser.network_output(y, graph)
     assert float(output.detach().abs().max()) > 1e-2
@@ -107,14 +114,16 @@ def test_xhat_is_rotation_and_translation_equivariant(denoiser: Denoiser, peptid
     assert torch.allclose(moved, expected, atol=1e-5)
 
 
-def test_mirror_images_differ(denoiser: Denoiser, peptides: dict) -> None:
+def test_mirror_images_differ(each_denoiser: Denoiser, peptides: dict) -> None:
+    denoiser = each_denoiser
     graph, _, y = noisy_batch(peptides, ["AA", "SG"], seed=2)
     mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
     output = denoiser.network_output(y, graph)
     assert relative_error(denoiser.network_output(y @ mirror, graph), output @ mirror) > 1e-2
 
 
-def test_batched_equals_per_graph_and_permutes(denoiser: Denoiser, peptides: dict) -> None:
+def test_batched_equals_per_graph_and_permutes(each_denoiser: Denoiser, peptides: dict) -> None:
+    denoiser = each_denoiser
     graph, _, y = noisy_batch(peptides, ["AA", "SG", "AA"], seed=3)
     batched = denoiser.xhat(y, graph)
     blocks = torch.split(torch.arange(graph.num_atoms), torch.bincount(graph.batch).tolist())
@@ -320,6 +329,46 @@ def test_convolution_equals_e3nn_fully_connected_tensor_product(num_vectors_in: 
     assert torch.allclose(messages, reference, atol=1e-5)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("num_vectors_in", [3, 0])  # 0: the first layer
+def test_channelwise_convolution_equals_e3nn_uvu_tensor_product(num_vectors_in: int) -> None:
+    """Messages equal e3nn's TensorProduct(h_j, Y(r_ij), W_ij) with one "uvu" instruction per path
+    into its own output block (default normalisations), W_ij from FullyConnectedNet([f, k, k,
+    weight_numel]), followed by o3.Linear to the output irreps, holding the module's parameters."""
+    torch.manual_seed(13)
+    a, b, s, v, k, f, n, e = 5, num_vectors_in, 6, 4, 7, 8, 9, 40
+    conv = ChannelwiseConvolution(a, b, s, v, f, k)
+    irreps_in = o3.Irreps(f"{a}x0e + {b}x1e")
+    # The paths in the module's weight order; each writes its own block of the intermediate irreps.
+    paths = [(0, 0, "0e"), (0, 1, "1e"), (1, 0, "1e"), (1, 1, "0e"), (1, 1, "1e")][: 5 if b else 2]
+    irreps_mid = o3.Irreps([(irreps_in[i_in1].mul, ir) for i_in1, _, ir in paths])
+    tp = o3.TensorProduct(
+        irreps_in, "1x0e + 1x1e", irreps_mid, [(i1, i2, out, "uvu", True) for out, (i1, i2, _) in enumerate(paths)],
+        shared_weights=False, internal_weights=False,
+    )  # fmt: skip
+    assert tp.weight_numel == 2 * a + 3 * b
+    linear = o3.Linear(irreps_mid, f"{s}x0e + {v}x1e")
+    # Rows of the module's mixing matrices that each intermediate block uses.
+    l_s, l_v = conv.linear_scalars, conv.linear_vectors  # [a | b, s], [a | b | b, v]
+    blocks = [l_s[:a], l_v[:a], l_v[a : a + b], l_s[a:], l_v[a + b :]]
+    assert [(ins.i_in, ins.i_out) for ins in linear.instructions] == [(i, ir.l) for i, (_, ir) in enumerate(irreps_mid)]
+    linear.weight.copy_(torch.cat([blocks[i].reshape(-1) for i in range(len(paths))]))
+    radial = e3nn_nn.FullyConnectedNet([f, k, k, tp.weight_numel], torch.nn.functional.silu)
+    radial.load_state_dict(conv.edge_mlp.state_dict())
+    assert sum(p.numel() for p in conv.parameters()) == sum(
+        p.numel() for p in [*radial.parameters(), *linear.parameters()]
+    )
+
+    h = torch.randn(n, a + 3 * b)
+    edges = GroupedEdges.from_edges(torch.randint(0, n, (2, e)), torch.zeros(e, dtype=torch.bool), n)
+    harmonics = o3.spherical_harmonics([0, 1], torch.randn(e, 3), normalize=True, normalization="component")
+    edge_features = torch.randn(e, f)
+    messages = conv(h, harmonics[:, 1:], edge_features, edges)
+    reference = linear(tp(h[edges.index[0]], harmonics, radial(edge_features)))
+    assert float(reference.abs().max()) > 1.0
+    assert torch.allclose(messages, reference, atol=1e-5)
+
+
 def test_output_is_continuous_when_a_pair_crosses_the_cutoff(denoiser: Denoiser, peptides: dict) -> None:
     graph, x, _ = noisy_batch(peptides, ["AA"], seed=10)
     outputs, num_edges = [], []
@@ -356,13 +405,18 @@ def parameter_formula(config: dict) -> int:
     S, V = hidden.count("0e"), hidden.count("1e")
     s, v = S + V, V
     k, r, w = config["radial_hidden"], config["num_radial"], config["endpoint_features"]
+    channelwise = config["tensor_product"] == "uvu"
     f = 2 * r + 2 * w  # edge features: radial basis, bond-type embedding, both endpoints' projections
     embedding = (NUM_ELEMENTS + NUM_ATOM_NAMES + NUM_RESIDUE_TYPES + NUM_RESIDUE_INDICES) * S
     noise_mlp = 2 * NUM_NOISE_FEATURES + NUM_NOISE_FEATURES * (NUM_NOISE_FEATURES + 1)
     total = embedding + noise_mlp + 2 * r + V  # + bond-type table (2 x r) + readout (V x 1e -> 1e)
     for a, b in [(S, 0)] + [(S, V)] * (config["num_layers"] - 1):
-        paths = a * s + a * v + b * v + b * s + b * v  # 0e0e->0e, 0e1e->1e, 1e0e->1e, 1e1e->0e, 1e1e->1e
-        total += k * paths + f * k + k * k  # M, and the edge MLP (no biases)
+        if channelwise:  # one weight per path and channel, then a linear map to s x 0e + v x 1e
+            total += k * (2 * a + 3 * b) + f * k + k * k  # edge MLP [f, k, k, 2a + 3b] (no biases)
+            total += (a + b) * s + (a + 2 * b) * v  # (a + b) x 0e + (a + 2b) x 1e -> s x 0e + v x 1e
+        else:
+            paths = a * s + a * v + b * v + b * s + b * v  # 0e0e->0e, 0e1e->1e, 1e0e->1e, 1e1e->0e, 1e1e->1e
+            total += k * paths + f * k + k * k  # M, and the edge MLP (no biases)
         total += (a + 1) * 2 * w  # endpoint projection
         total += (NUM_NOISE_FEATURES + 1) * (S + V) + (S + V)  # noise scale, skip gate
         total += a * S + b * V  # skip connection
@@ -370,21 +424,31 @@ def parameter_formula(config: dict) -> int:
 
 
 @pytest.mark.parametrize(
-    "config_file, endpoint_features, expected",
+    "config_file, endpoint_features, tensor_product, expected",
     [
-        ("paper.yaml", None, 8_191_192),
-        ("paper.yaml", 0, 8_178_712),  # "paper" in README.md, docs/design.md, benchmarks/README.md
-        ("config.yaml", None, 192_200),  # docs/design.md, benchmarks/README.md
-        ("config.yaml", 0, 189_080),  # "demo" in README.md, docs/design.md
+        ("paper.yaml", None, "uvw", 8_191_192),
+        ("paper.yaml", 0, "uvw", 8_178_712),  # "paper" in README.md, docs/design.md, benchmarks/README.md
+        ("config.yaml", None, "uvw", 192_200),  # docs/design.md, benchmarks/README.md
+        ("config.yaml", 0, "uvw", 189_080),  # "demo" in README.md, docs/design.md
+        # Channel-wise: per layer k (2a + 3b) + (a + b) s + (a + 2b) v instead of k (a (s + v) + b (s + 2v)).
+        # Paper (S, V, k) = (120, 32, 74), s = 152, v = 32: first layer (a, b) = (120, 0): 17,760 + 22,080
+        # instead of 1,633,920; three more (120, 32): 24,864 + 28,992 instead of 2,145,408 each.
+        ("paper.yaml", None, "uvu", 322_456),  # = 8_191_192 - 1_594_080 - 3 * 2_091_552
+        ("paper.yaml", 0, "uvu", 309_976),
+        # Demo (32, 8, 32), s = 40, v = 8: (32, 0): 2,048 + 1,536 instead of 49,152; two more (32, 8):
+        # 2,816 + 1,984 instead of 63,488 each.
+        ("config.yaml", None, "uvu", 29_256),  # = 192_200 - 45_568 - 2 * 58_688
+        ("config.yaml", 0, "uvu", 26_136),
     ],
 )
-def test_parameter_counts(config_file: str, endpoint_features: int | None, expected: int) -> None:
+def test_parameter_counts(config_file: str, endpoint_features: int | None, tensor_product: str, expected: int) -> None:
     """The models of the shipped configs (and without endpoint features, as the docs' sizes were
-    counted) have the recorded sizes, equal to the analytic count."""
+    counted), with either tensor product, have the recorded sizes, equal to the analytic count."""
     path = CONFIG_DIR / config_file
     train = section_settings("train", yaml.safe_load(path.read_text())["train"], str(path))
     if endpoint_features is not None:
         train["model"]["endpoint_features"] = endpoint_features
+    train["model"]["tensor_product"] = tensor_product
     denoiser = Denoiser(train, C)
     assert denoiser.num_parameters() == parameter_formula(denoiser.config) == expected
 

@@ -126,6 +126,29 @@ def test_sample_quality_of_a_walk_over_md_frames_and_of_broken_walks(md):
                    "jsd_rama": math.log(2), "sample_error": 1.0 + math.log(2)}  # fmt: skip
 
 
+class Collapse(NearestFrame):
+    """xhat = MD frame 0 at y's centroid, whatever y: a valid molecule, one conformation."""
+
+    def xhat(self, y, graph):
+        y = y.reshape(graph.num_graphs, -1, 3)
+        return (self.frames[0] + y.mean(dim=1, keepdim=True)).reshape(-1, 3)
+
+
+def test_drift_jsd_from_md_frames_separates_a_walk_that_keeps_md_from_one_that_collapses(md):
+    """Started on MD frames, a walk that stays on MD conformations scores a low JSD; one that
+    collapses onto a single conformation scores high. From one built structure both are high:
+    the drift JSD is the one that tells the two models apart."""
+    peptide = load_validation_peptide(md["A"])
+    frames = heavy_xyz(md["A"])
+    walk = {"chains": 64, "steps": 12, "burn_in": 2, "seed": 0}
+    jsd = {(model, start): sample_quality(cls(frames), [peptide], walk, **SCORING, start=start)["A"]["jsd_rama"]
+           for model, cls in (("keeps", NearestFrame), ("collapses", Collapse)) for start in ("md", "built")}
+    assert jsd["keeps", "md"] < 0.15 < 0.3 < jsd["collapses", "md"]
+    assert jsd["keeps", "built"] > 2 * jsd["keeps", "md"]
+    with pytest.raises(ValueError, match=r"start must be one of \['built', 'md'\], got 'frames'"):
+        sample_quality(NearestFrame(frames), [peptide], walk, **SCORING, start="frames")
+
+
 def test_two_peptides_in_one_walk_are_scored_separately_and_averaged(md):
     import jamun.model
 

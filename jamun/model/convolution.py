@@ -147,3 +147,114 @@ class TensorProductConvolution(torch.nn.Module):
     def extra_repr(self) -> str:
         a, b, s, v, k = self.dims
         return f"{a}x0e + {b}x1e -> {s}x0e + {v}x1e, radial_hidden={k}"
+
+
+class ChannelwiseConvolution(torch.nn.Module):
+    """Channel-wise ("uvu") tensor-product messages; same interface as :class:`TensorProductConvolution`.
+
+    m_ij = L(TP_uvu(h_j, Y(r_ij); W_ij)): each input channel u of h_j is multiplied with the
+    spherical harmonics Y = (1, sqrt(3) r_hat) (component normalisation; l = 1 taken as 1e, see
+    :class:`TensorProductConvolution`) along every path it takes part in, keeps its own output
+    channel per path and is scaled by one per-edge weight W_ij[path, u]:
+
+    ========================  ===============================  ========
+    path                      per channel                      channels
+    ========================  ===============================  ========
+    0e x 0e -> 0e             W x_u                            a
+    0e x 1e -> 1e             W x_u Y1                         a
+    1e x 0e -> 1e             W v_u                            b
+    1e x 1e -> 0e             W (v_u . Y1) / sqrt(3)           b
+    1e x 1e -> 1e             W (v_u x Y1) / sqrt(2)           b
+    ========================  ===============================  ========
+
+    so the per-edge weights W_ij = MLP(e_ij) number 2a + 3b, from
+    ``FullyConnectedNet([f, k, k, 2a + 3b])``, and the per-edge work is elementwise. The resulting
+    (a + b) x 0e + (a + 2b) x 1e are then mixed by an equivariant linear map L (one matrix on the
+    scalars, one on the vectors, shared by the three components) into s x 0e + v x 1e. This is the
+    convolution of NequIP / MACE (e3nn's ``TensorProduct`` with "uvu" instructions,
+    ``shared_weights=False``, then ``o3.Linear``) and has k (2a + 3b) + (a + b) s + (a + 2b) v
+    weights besides the MLP's hidden layers, instead of the k (a (s + v) + b (s + 2v)) of the
+    fully connected ("uvw") product: 40x fewer at paper width (a = s - v = 120, b = v = 32,
+    k = 74).
+
+    Normalisation: as e3nn's defaults. With unit-variance node features and edge weights (e3nn's
+    MLP is normalised so), every path channel has unit variance (the 1 / sqrt(3) and 1 / sqrt(2)
+    are e3nn's component-normalised Clebsch-Gordan factors; each path has its own output, so
+    there is no further fan-in to divide by), and L divides by the square root of its fan-in,
+    a + b for scalars and a + 2b for vectors, so the messages have unit variance too.
+
+    Parameters
+    ----------
+    num_scalars_in, num_vectors_in
+        Input multiplicities a (0e) and b (1e, may be 0); features are laid out as e3nn's ``ax0e + bx1e``.
+    num_scalars_out, num_vectors_out
+        Output multiplicities s (0e, gates included) and v (1e).
+    num_edge_features
+        Width f of the invariant edge features.
+    radial_hidden
+        Width k of the MLP's hidden layers.
+    """
+
+    def __init__(
+        self,
+        num_scalars_in: int,
+        num_vectors_in: int,
+        num_scalars_out: int,
+        num_vectors_out: int,
+        num_edge_features: int,
+        radial_hidden: int,
+    ) -> None:
+        super().__init__()
+        a, b, s, v, k = num_scalars_in, num_vectors_in, num_scalars_out, num_vectors_out, radial_hidden
+        self.dims = (a, b, s, v, k)
+        # Per-edge weights, columns [0e x 0e (a) | 0e x 1e (a) | 1e x 0e (b) | dot (b) | cross (b)].
+        self.edge_mlp = e3nn_nn.FullyConnectedNet([num_edge_features, k, k, 2 * a + 3 * b], torch.nn.functional.silu)
+        # L: rows [0e x 0e (a) | dot (b)] -> s scalars, rows [0e x 1e (a) | 1e x 0e (b) | cross (b)] -> v vectors.
+        self.linear_scalars = torch.nn.Parameter(torch.randn(a + b, s))
+        self.linear_vectors = torch.nn.Parameter(torch.randn(a + 2 * b, v))
+        self.scalar_norm = 1.0 / math.sqrt(a + b)
+        self.vector_norm = 1.0 / math.sqrt(a + 2 * b)
+
+    def forward(
+        self, h: torch.Tensor, direction: torch.Tensor, edge_features: torch.Tensor, edges: GroupedEdges
+    ) -> torch.Tensor:
+        """Messages along edges.
+
+        Parameters
+        ----------
+        h
+            (N, a + 3b) node features.
+        direction
+            (E, 3) sqrt(3) * unit vector of r_j - r_i (the l = 1 harmonics).
+        edge_features
+            (E, f) invariant edge features.
+        edges
+            The edges (any order; grouping by source is not needed here).
+
+        Returns
+        -------
+        (E, s + 3v) messages laid out as ``sx0e + vx1e``.
+        """
+        a, b, s, v, k = self.dims
+        e = edges.index.shape[1]
+        weights = self.edge_mlp(edge_features)  # [E, 2a + 3b]
+        h_source = h.index_select(0, edges.index[0])  # [E, a + 3b]
+        x = h_source[:, :a]
+        w_scalar, w_direction = weights[:, :a], weights[:, a : 2 * a]
+        y = direction[:, :, None]  # [E, 3, 1]; vectors are kept component-first, [E, 3, channels]
+        scalars = [x * w_scalar]  # 0e x 0e -> 0e
+        vectors = [(x * w_direction)[:, None, :] * y]  # 0e x 1e -> 1e
+        if b > 0:
+            w_kept, w_dot, w_cross = weights[:, 2 * a :].split(b, dim=1)
+            u = h_source[:, a:].view(e, b, 3).transpose(1, 2)  # [E, 3, b]
+            scalars.append((u * y).sum(1) * (w_dot / math.sqrt(3)))  # 1e x 1e -> 0e
+            vectors.append(u * w_kept[:, None, :])  # 1e x 0e -> 1e
+            cross = torch.linalg.cross(u, y.to(u.dtype).expand_as(u), dim=1)  # 1e x 1e -> 1e
+            vectors.append(cross * (w_cross / math.sqrt(2))[:, None, :])
+        scalar_messages = torch.cat(scalars, dim=1) @ (self.linear_scalars * self.scalar_norm)  # [E, s]
+        vector_messages = torch.cat(vectors, dim=2) @ (self.linear_vectors * self.vector_norm)  # [E, 3, v]
+        return torch.cat([scalar_messages, vector_messages.transpose(1, 2).reshape(e, 3 * v)], dim=1)
+
+    def extra_repr(self) -> str:
+        a, b, s, v, k = self.dims
+        return f"{a}x0e + {b}x1e -> {s}x0e + {v}x1e, channel-wise, radial_hidden={k}"

@@ -57,6 +57,8 @@ class Denoiser(torch.nn.Module):
             radial_hidden=self.config["radial_hidden"],
             r_max=self.preconditioning.c_in * self.config["r_cut_nm"],
             endpoint_features=self.config["endpoint_features"],
+            tensor_product=self.config["tensor_product"],
+            output=self.config["output"],
         )
 
     @property
@@ -79,12 +81,30 @@ class Denoiser(torch.nn.Module):
             raise ValueError(f"positions have dtype {y.dtype} but the model is {dtype}; convert with y.to({dtype})")
 
     def network_output(self, y: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
-        """F(c_in * y, c_noise): (N, 3) raw network output for noisy positions y (N, 3) nm."""
+        """F(c_in * y, c_noise): (N, 3) raw network output for noisy positions y (N, 3) nm.
+
+        With ``output: energy`` the network gives a scalar Phi(u) = sum of its per-atom outputs
+        and F(u) = -grad_u Phi(u) at u = c_in * y. Then c_out * F = -(c_out / c_in) grad_y Phi(c_in y)
+        and the score (xhat - y) / sigma^2 is -grad_y of
+        E(y) = (1 - c_skip) |y|^2 / (2 sigma^2) + c_out / (c_in sigma^2) Phi(c_in y):
+        a gradient field, whatever the weights, so the walk's stationary density is exp(-E)
+        (the energy parameterisation of score models; Salimans & Ho 2021, "Should EBMs model the
+        energy or the score?"). It costs a backward pass through the network, and training
+        differentiates through that gradient.
+        """
         self._check(y, graph)
         edge_index, is_bond = graph_edges(y, graph, self.config["r_cut_nm"], self.config["max_num_neighbors"])
         edges = GroupedEdges.from_edges(edge_index, is_bond, graph.num_atoms)
         c_noise = torch.tensor(self.preconditioning.c_noise, dtype=y.dtype, device=y.device)
-        return self.network(self.preconditioning.c_in * y, graph, edges, c_noise)
+        scaled = self.preconditioning.c_in * y
+        if self.config["output"] == "vector":
+            return self.network(scaled, graph, edges, c_noise)
+        differentiable = torch.is_grad_enabled()  # training: the gradient must be differentiable too
+        with torch.enable_grad():
+            u = scaled if scaled.requires_grad else scaled.detach().requires_grad_(True)
+            energy = self.network(u, graph, edges, c_noise).sum()
+            (gradient,) = torch.autograd.grad(energy, u, create_graph=differentiable)
+        return -gradient
 
     def xhat(self, y: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
         """Denoised positions xhat(y), (N, 3) nm, for noisy positions y (N, 3) nm.
@@ -100,7 +120,8 @@ class Denoiser(torch.nn.Module):
         return p.c_skip * centred + p.c_out * output + centroids[graph.batch]
 
     def score(self, y: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
-        """Score (xhat(y) - y) / sigma^2 in 1/nm, (N, 3); Tweedie/Miyasawa, one pass, no autograd."""
+        """Score (xhat(y) - y) / sigma^2 in 1/nm, (N, 3); Tweedie/Miyasawa, one pass (with the energy
+        output one forward and one backward pass), not differentiable."""
         with torch.no_grad():
             return (self.xhat(y, graph) - y) / self.sigma**2
 

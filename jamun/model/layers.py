@@ -6,7 +6,9 @@ import torch
 from e3nn import nn as e3nn_nn
 from e3nn import o3
 
-from jamun.model.convolution import GroupedEdges, TensorProductConvolution
+from jamun.model.convolution import ChannelwiseConvolution, GroupedEdges, TensorProductConvolution
+
+CONVOLUTIONS = {"uvw": TensorProductConvolution, "uvu": ChannelwiseConvolution}
 
 
 def multiplicities(irreps: o3.Irreps) -> tuple[int, int]:
@@ -57,8 +59,11 @@ class InteractionBlock(torch.nn.Module):
         radial_hidden: int,
         num_noise_features: int,
         endpoint_features: int = 0,
+        tensor_product: str = "uvw",
     ) -> None:
         super().__init__()
+        if tensor_product not in CONVOLUTIONS:
+            raise ValueError(f"tensor_product must be one of {sorted(CONVOLUTIONS)}, got {tensor_product!r}")
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_hidden)
         num_scalars, num_vectors = multiplicities(self.irreps_out)
@@ -66,7 +71,7 @@ class InteractionBlock(torch.nn.Module):
         self.endpoint_features = endpoint_features
         # Invariant: a linear map of the 0e part only, [source | target] halves.
         self.endpoint = torch.nn.Linear(num_scalars_in, 2 * endpoint_features) if endpoint_features else None
-        self.convolution = TensorProductConvolution(
+        self.convolution = CONVOLUTIONS[tensor_product](
             *multiplicities(self.irreps_in), num_scalars + num_vectors, num_vectors,
             num_edge_features + 2 * endpoint_features, radial_hidden,
         )  # fmt: skip

@@ -11,7 +11,7 @@ from jamun.model.embedding import NUM_NOISE_FEATURES, AtomEmbedding, NoiseEmbedd
 from jamun.model.layers import InteractionBlock
 from jamun.model.radial import RadialEmbedding
 
-IRREPS_OUT = o3.Irreps("1x1e")
+IRREPS_OUT = {"vector": o3.Irreps("1x1e"), "energy": o3.Irreps("1x0e")}
 
 
 def check_hidden_irreps(hidden_irreps: str) -> o3.Irreps:
@@ -30,9 +30,10 @@ def check_hidden_irreps(hidden_irreps: str) -> o3.Irreps:
 
 
 class EquivariantNetwork(torch.nn.Module):
-    """F_theta(positions, c_noise): one 1e vector per atom.
+    """F_theta(positions, c_noise): one 1e vector per atom, or one invariant energy per atom.
 
-    Equivariant to rotations and translations of ``pos``; not to reflections.
+    Equivariant (vector output) or invariant (energy output) to rotations and translations of
+    ``pos``; not to reflections.
 
     Parameters
     ----------
@@ -50,6 +51,11 @@ class EquivariantNetwork(torch.nn.Module):
     endpoint_features
         Width of each endpoint's scalar projection in the edge features (0: off); see
         :class:`InteractionBlock`.
+    tensor_product
+        ``"uvw"`` or ``"uvu"``: the convolution of each layer (:class:`InteractionBlock`).
+    output
+        ``"vector"``: (N, 3), the 1e readout; ``"energy"``: (N,), the 0e readout, an atom's share of
+        a scalar energy (:class:`jamun.model.denoiser.Denoiser` takes its gradient).
     """
 
     def __init__(
@@ -60,8 +66,13 @@ class EquivariantNetwork(torch.nn.Module):
         radial_hidden: int,
         r_max: float,
         endpoint_features: int = 0,
+        tensor_product: str = "uvw",
+        output: str = "vector",
     ) -> None:
         super().__init__()
+        if output not in IRREPS_OUT:
+            raise ValueError(f"output must be one of {sorted(IRREPS_OUT)}, got {output!r}")
+        self.output = output
         irreps_hidden = check_hidden_irreps(hidden_irreps)
         if num_layers < 2:
             raise ValueError(f"num_layers must be >= 2 (one layer cannot distinguish mirror images), got {num_layers}")
@@ -72,10 +83,11 @@ class EquivariantNetwork(torch.nn.Module):
         self.edge_type = torch.nn.Embedding(2, num_radial)  # 0 non-bonded, 1 covalent bond
         irreps_in = [o3.Irreps(f"{num_scalars}x0e")] + [irreps_hidden] * (num_layers - 1)
         self.layers = torch.nn.ModuleList(
-            InteractionBlock(irreps, irreps_hidden, 2 * num_radial, radial_hidden, NUM_NOISE_FEATURES, endpoint_features)
+            InteractionBlock(irreps, irreps_hidden, 2 * num_radial, radial_hidden, NUM_NOISE_FEATURES,
+                             endpoint_features, tensor_product)
             for irreps in irreps_in
-        )
-        self.readout = o3.Linear(irreps_hidden, IRREPS_OUT)
+        )  # fmt: skip
+        self.readout = o3.Linear(irreps_hidden, IRREPS_OUT[output])
 
     def forward(self, pos: torch.Tensor, graph: GraphBatch, edges: GroupedEdges, c_noise: torch.Tensor) -> torch.Tensor:
         """Network output F.
@@ -94,7 +106,8 @@ class EquivariantNetwork(torch.nn.Module):
 
         Returns
         -------
-        (N, 3) vector per atom (the 1e output; its components are x, y, z).
+        (N, 3) vector per atom (the 1e output; its components are x, y, z), or (N,) energy per
+        atom with ``output="energy"``.
         """
         source, target = edges.index
         vectors = pos[source] - pos[target]  # [E, 3]
@@ -111,4 +124,5 @@ class EquivariantNetwork(torch.nn.Module):
         h = self.atom_embedding(graph)
         for layer in self.layers:
             h = layer(h, direction, edge_features, edge_weight, inverse_weight_sum, edges, noise_features)
-        return self.readout(h)
+        out = self.readout(h)
+        return out[:, 0] if self.output == "energy" else out

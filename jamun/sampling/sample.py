@@ -297,7 +297,7 @@ def _sample_owned(targets: list[SampleTarget], work_dirs: list[Path], loaded: li
     chains = settings.chains
     total = len(targets) * chains * settings.samples_per_chain
     start = time.perf_counter()
-    with contextlib.ExitStack() as stack, torch.inference_mode():
+    with contextlib.ExitStack() as stack, torch.no_grad():
         writers = [stack.enter_context(XTCTrajectoryFile(str(w / "samples.xtc"), "w")) for w in work_dirs]
         bar = stack.enter_context(tqdm(total=total, unit="sample", unit_scale=True, file=sys.stderr,
                                        disable=not progress, desc="walk-jump"))

@@ -12,6 +12,12 @@ a few chains of each validation peptide from its minimized built structure, exac
 
 ``sample_error = (1 - valid) + jsd_rama``, averaged over the peptides, is what the trainer
 minimizes when it picks the checkpoint to keep: both terms are 0 for perfect samples.
+
+Chains start either on the built structure, as ``jamun sample`` does, or on MD frames spread
+evenly over the peptide's trajectory (``start="md"``). From the built structure a few hundred steps
+measure mostly how far the walk has come (the JSD stays near 0.5 throughout training); from MD
+frames they measure how far the walk drifts away from MD (the "drift JSD"), which is 0 for a
+model whose walk keeps the MD distribution and grows with every error of the learned landscape.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from jamun.sampling.sample import SampleSettings, walk_jump_peptides
 
 __all__ = ["ValidationPeptide", "load_validation_peptide", "sample_quality", "QUALITY_COLUMNS"]
 
+# sample_check.start -> the ValidationPeptide field the chains start from.
+START_POSITIONS = {"built": "start", "md": "md_frames"}
 QUALITY_COLUMNS = ("valid", "bonds_ok", "l_chirality_ok", "left_molecule", "jsd_rama", "sample_error")
 
 
@@ -44,7 +52,8 @@ class ValidationPeptide:
     ----------
     sequence: one-letter sequence.
     features: graph features of the heavy atoms.
-    start: (n_heavy, 3) nm, the minimized built structure the chains start from.
+    start: (n_heavy, 3) nm, the minimized built structure.
+    md_frames: (n_frames, n_heavy, 3) nm, the MD frames (chains start on them with ``start="md"``).
     topology: heavy-atom topology (for dihedrals of the jumps).
     bond_length_nm: (n_bonds,) mean MD length of each of ``features.bonds``.
     reference_angles: (n_frames, n_residues, 2) rad, (φ, ψ) of the MD frames.
@@ -53,6 +62,7 @@ class ValidationPeptide:
     sequence: str
     features: TopologyFeatures
     start: torch.Tensor
+    md_frames: torch.Tensor
     topology: mdtraj.Topology
     bond_length_nm: np.ndarray
     reference_angles: np.ndarray
@@ -75,6 +85,7 @@ def load_validation_peptide(md_dir: Path | str) -> ValidationPeptide:
         sequence=features.sequence,
         features=features,
         start=torch.from_numpy(system.xyz[0, heavy]),
+        md_frames=torch.from_numpy(reference.xyz),
         topology=topology,
         bond_length_nm=bond_lengths(reference.xyz, features.bonds).mean(axis=0),
         reference_angles=backbone_dihedrals(reference).angles,
@@ -108,23 +119,27 @@ def sample_quality(
     *,
     bond_tolerance_nm: float,
     bins: int,
+    start: str = "built",
 ) -> dict[str, dict[str, float]]:
     """Walk ``sample_cfg`` chains of every peptide in one batch and score their jumps.
 
     ``sample_cfg`` is a partial ``sample:`` section (missing keys take the schema's defaults);
-    ``bond_tolerance_nm`` and ``bins`` are ``train.sample_check``'s ``bond_tolerance_nm`` and
-    ``bins_rama``.
+    ``bond_tolerance_nm``, ``bins`` and ``start`` are ``train.sample_check``'s
+    ``bond_tolerance_nm``, ``bins_rama`` and ``start`` ("built" or "md", see the module docstring).
 
     Returns ``{sequence: {column: value}}`` plus ``"mean"``, the unweighted mean over peptides.
     A walk that becomes non-finite scores as entirely invalid (valid 0, every chain left the
     molecule, JSD ln 2) instead of stopping training: a bad model is a result, not a crash.
     """
     settings = SampleSettings.from_config(dict(sample_cfg))
+    if start not in START_POSITIONS:
+        raise ValueError(f"sample check start must be one of {list(START_POSITIONS)}, got {start!r}")
+    starts = [getattr(p, START_POSITIONS[start]) for p in peptides]
     was_training = denoiser.training
     denoiser.eval()
     saved: list[list[np.ndarray]] = [[] for _ in peptides]
     try:
-        for _, jumps in walk_jump_peptides(denoiser, [(p.features, p.start) for p in peptides], settings,
+        for _, jumps in walk_jump_peptides(denoiser, [(p.features, x0) for p, x0 in zip(peptides, starts)], settings,
                                            sequences=[p.sequence for p in peptides]):
             for store, xyz in zip(saved, jumps):
                 store.append(xyz.float().cpu().numpy())

@@ -35,7 +35,8 @@ class CheckpointSelection:
     def __init__(self, validation_md: Sequence[Path], check: Mapping, seed: int) -> None:
         self.peptides = [load_validation_peptide(d) for d in validation_md]
         self.walk = {"chains": check["chains"], "steps": check["steps"], "burn_in": check["burn_in"], "seed": seed}
-        self.scoring = {"bond_tolerance_nm": check["bond_tolerance_nm"], "bins": check["bins_rama"]}
+        self.scoring = {"bond_tolerance_nm": check["bond_tolerance_nm"], "bins": check["bins_rama"],
+                        "start": check["start"]}
         self.checks: list[dict] = []  # per check: {step, peptides: {sequence: scores}, mean: scores}
         self.best: dict | None = None  # {step, sample_error, state (on the CPU)} of the lowest mean error
 
