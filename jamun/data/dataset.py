@@ -38,12 +38,18 @@ class FrameBatch:
         Index of this rank's first atom among all atoms of the global batch.
     global_atoms
         Number of atoms in the global batch (all ranks).
+    graph_offset
+        Index of this rank's first graph (frame) among all graphs of the global batch.
+    global_graphs
+        Number of graphs (frames) in the global batch (all ranks).
     """
 
     positions: torch.Tensor
     graph: GraphBatch | None
     atom_offset: int
     global_atoms: int
+    graph_offset: int
+    global_graphs: int
 
 
 class ShardSplit:
@@ -195,11 +201,13 @@ class EpochOrder:
         lo, hi = min(rank * per_rank, len(shards)), min((rank + 1) * per_rank, len(shards))
         atoms = self.data.n_atoms[self.data.peptide_of(shards, rows)]
         if hi == lo:
-            return FrameBatch(torch.zeros(0, 3), None, int(atoms.sum()), int(atoms.sum()))
+            return FrameBatch(torch.zeros(0, 3), None, int(atoms.sum()), int(atoms.sum()), len(shards), len(shards))
         positions, features = self.data.frames(shards[lo:hi], rows[lo:hi])
         return FrameBatch(
             positions=torch.from_numpy(positions),
             graph=batch_graphs(features),
             atom_offset=int(atoms[:lo].sum()),
             global_atoms=int(atoms.sum()),
+            graph_offset=lo,
+            global_graphs=len(shards),
         )

@@ -102,7 +102,8 @@ class EquivariantNetwork(torch.nn.Module):
             Bonds and radius pairs (:func:`jamun.data.graph.graph_edges`) grouped by source atom;
             bonds are never faded by the cutoff envelope.
         c_noise
-            Scalar tensor log10(sigma / nm).
+            log10(sigma / nm): a scalar tensor, or (N,) with one level per atom (a batch whose
+            graphs have different sigmas; the noise embedding is then per atom).
 
         Returns
         -------

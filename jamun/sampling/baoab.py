@@ -11,6 +11,12 @@ from the same forward pass by Tweedie / Miyasawa, score(y) = (xhat(y) − y) / �
 exactly one denoiser call: the final B's xhat(y_{t+1}) is both the jump sample of step t + 1 and the
 first B's score of the next step (docs/design.md §6).
 
+Optionally the saved jumps come from a second, lower noise level (``jump`` of :meth:`BAOAB.walk`):
+the walk and its score stay at σ_w, and on saved steps only a ``jump(y, xhat_w(y))`` callable gives
+the jump, e.g. a deterministic DDIM step to σ_j < σ_w then xhat at σ_j (Song, Meng & Ermon 2021,
+"Denoising diffusion implicit models"; :func:`jamun.sampling.sample.walk_jump_peptides`), one more
+denoiser call per saved jump.
+
 Sampler time is dimensionless; positions are in the units of the denoiser (nm for peptides).
 """
 
@@ -25,6 +31,9 @@ from torch import Tensor
 
 Denoise = Callable[[Tensor], Tensor]
 """y -> xhat(y), same shape; the last axis holds the coordinates of one particle."""
+
+JumpFrom = Callable[[Tensor, Tensor], Tensor]
+"""(y, xhat(y)) -> the saved jump, same shape (see :meth:`BAOAB.walk`)."""
 
 
 class NonFiniteChainError(FloatingPointError):
@@ -126,6 +135,7 @@ class BAOAB:
         save_every: int = 1,
         generator: torch.Generator | None = None,
         chain_of_row: Tensor | None = None,
+        jump: JumpFrom | None = None,
     ) -> Iterator[Jump]:
         """Run the walk from ``y0`` and yield the saved states.
 
@@ -142,10 +152,13 @@ class BAOAB:
             reproducible walks); must live on y0's device.
         chain_of_row: (n_rows,) chain id of each particle row of y0 (``y0.reshape(-1, d)``), used
             to name the chain in a NonFiniteChainError; default: the row index.
+        jump: (y, xhat(y)) -> the saved jump, called on saved steps only; None (default): the
+            jump is xhat(y) itself, the step's one denoiser call.
 
         Yields
         ------
-        Jump(step, y, xhat): tensors of y0's shape; fresh tensors each step, safe to keep.
+        Jump(step, y, xhat): tensors of y0's shape; fresh tensors each step, safe to keep. With
+        ``jump`` the ``xhat`` field holds ``jump(y, xhat(y))``.
 
         Raises
         ------
@@ -157,10 +170,11 @@ class BAOAB:
                 raise ValueError(f"walk {name} must be an integer >= {low}, got {value!r}")
         if burn_in > steps:
             raise ValueError(f"walk burn_in ({burn_in}) must not exceed steps ({steps})")
-        return self._walk(denoise, y0, steps, burn_in, save_every, generator, chain_of_row)
+        return self._walk(denoise, y0, steps, burn_in, save_every, generator, chain_of_row, jump)
 
     def _walk(self, denoise: Denoise, y0: Tensor, steps: int, burn_in: int, save_every: int,
-              generator: torch.Generator | None, chain_of_row: Tensor | None) -> Iterator[Jump]:
+              generator: torch.Generator | None, chain_of_row: Tensor | None,
+              jump: JumpFrom | None = None) -> Iterator[Jump]:
         """The generator behind ``walk`` (split off so that bad arguments fail at the call)."""
         half_dt = 0.5 * self.dt
         kick = half_dt / self.mass
@@ -188,7 +202,12 @@ class BAOAB:
             v = v + kick * score  # B
             _check_finite(y, xhat, step, chain_of_row)
             if step > burn_in and (step - burn_in) % save_every == 0:
-                yield Jump(step, y, xhat)
+                if jump is None:
+                    yield Jump(step, y, xhat)
+                else:
+                    saved = jump(y, xhat)
+                    _check_finite(y, saved, step, chain_of_row)
+                    yield Jump(step, y, saved)
 
 
 # |coordinate| (nm) beyond which a chain has diverged: a peptide spans ~1 nm, and the XTC format

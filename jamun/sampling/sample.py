@@ -55,6 +55,9 @@ class SampleSettings:
     of σ, i.e. on its score norm at score_clip_sigmas / σ nm⁻¹ (None: off); in σ units so that
     clipping stays rare at any noise level. seed: seeds the initial noise, initial velocities and
     O-step noise. device: "auto" (cuda if available, else cpu) or a torch device string.
+    sigma_nm: noise level of the walk (nm), None = the model's sigma. jump_sigma_nm: noise level of
+    the saved jumps (nm, at most the walk's), None = the walk's (see :func:`walk_jump_peptides`).
+    Both must be levels the model was trained at (:meth:`noise_levels`).
     """
 
     chains: int
@@ -67,6 +70,8 @@ class SampleSettings:
     score_clip_sigmas: float | None
     seed: int
     device: str
+    sigma_nm: float | None = None
+    jump_sigma_nm: float | None = None
 
     def __post_init__(self) -> None:
         if self.samples_per_chain < 1:
@@ -74,6 +79,23 @@ class SampleSettings:
                 f"sample.steps ({self.steps}) - sample.burn_in ({self.burn_in}) must be >= sample.save_every "
                 f"({self.save_every}) so that each chain saves at least one jump"
             )
+        if self.sigma_nm is not None and self.jump_sigma_nm is not None and self.jump_sigma_nm > self.sigma_nm:
+            raise ValueError(f"sample.jump_sigma_nm = {self.jump_sigma_nm} must not exceed sample.sigma_nm = "
+                             f"{self.sigma_nm} (the jump denoises at a sharper level than the walk)")
+
+    def noise_levels(self, denoiser: torch.nn.Module) -> tuple[float, float]:
+        """(walk, jump) noise levels in nm for ``denoiser``: ``sigma_nm`` and ``jump_sigma_nm`` with
+        None resolved (the model's sigma; the walk's level). One-line ValueError naming the key, the
+        value and the model's levels for a level outside its trained range
+        (:meth:`jamun.model.Denoiser.check_sigma`), or a jump level above the walk's."""
+        walk = float(denoiser.sigma) if self.sigma_nm is None else denoiser.check_sigma(self.sigma_nm, "sample.sigma_nm")
+        if self.jump_sigma_nm is None:
+            return walk, walk
+        jump = denoiser.check_sigma(self.jump_sigma_nm, "sample.jump_sigma_nm")
+        if jump > walk:
+            raise ValueError(f"sample.jump_sigma_nm = {jump} must not exceed the walk's noise level {walk} nm "
+                             f"(sample.sigma_nm = {self.sigma_nm})")
+        return walk, jump
 
     @classmethod
     def from_config(cls, sample_cfg: Mapping | None, source: str = "config") -> "SampleSettings":
@@ -93,7 +115,8 @@ class SampleSettings:
         return (self.steps - self.burn_in) // self.save_every
 
     def integrator(self, sigma: float) -> BAOAB:
-        """The BAOAB integrator for a denoiser trained at noise level ``sigma`` (nm)."""
+        """The BAOAB integrator of a walk at noise level ``sigma`` (nm; the walk's level of
+        :meth:`noise_levels`)."""
         return BAOAB(sigma=sigma, dt=self.dt, friction_per_step=self.friction_per_step,
                      mass=self.mass,
                      score_clip=None if self.score_clip_sigmas is None else self.score_clip_sigmas / sigma)
@@ -134,9 +157,17 @@ def walk_jump_peptides(
     settings: chains, steps, integrator settings and seed.
     sequences: names for error messages; default "peptide 0", "peptide 1", ...
 
+    The walk runs at sigma_w = ``settings.sigma_nm`` (None: the model's sigma) with the score
+    (xhat_w(y) - y) / sigma_w^2. With ``settings.jump_sigma_nm`` = sigma_j < sigma_w each saved jump
+    is a deterministic step from level sigma_w to sigma_j, then a denoising there:
+    y' = xhat_w(y) + (sigma_j / sigma_w) (y - xhat_w(y)), jump = xhat_j(y') -- the DDIM update with
+    no fresh noise (Song, Meng & Ermon 2021, eq. 12 with sigma_t = 0, in the variance-exploding
+    form x + sigma eta: the predicted noise (y - xhat_w) / sigma_w is kept and rescaled to sigma_j).
+    It costs one more denoiser pass per saved jump; without it each step is one pass.
+
     Yields
     ------
-    (step, jumps): the walk step (1-based) and per peptide its jumps xhat(y),
+    (step, jumps): the walk step (1-based) and per peptide its jumps xhat(y) (or xhat_j(y')),
     (chains, n_atoms, 3) nm on the denoiser's device, in chain order.
 
     Raises
@@ -147,7 +178,8 @@ def walk_jump_peptides(
     names = list(sequences) if sequences is not None else [f"peptide {i}" for i in range(len(systems))]
     device = next(denoiser.parameters()).device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
-    chains, sigma = settings.chains, float(denoiser.sigma)
+    chains = settings.chains
+    sigma, jump_sigma = settings.noise_levels(denoiser)
     # Graph ids run peptide-major: graph g is chain g % chains of peptide g // chains.
     graph = batch_graphs([features for features, _ in systems for _ in range(chains)]).to(device)
     y0 = torch.cat([
@@ -157,11 +189,17 @@ def walk_jump_peptides(
     sizes = [chains * len(features.heavy_atom_indices) for features, _ in systems]
 
     def denoise(y: Tensor) -> Tensor:
-        return denoiser.xhat(y, graph)
+        if settings.sigma_nm is None:  # the model's own level: exactly the one-level call
+            return denoiser.xhat(y, graph)
+        return denoiser.xhat(y, graph, sigma=sigma)
+
+    def jump(y: Tensor, xhat: Tensor) -> Tensor:
+        """The DDIM step from sigma to jump_sigma, then xhat there."""
+        return denoiser.xhat(xhat + (jump_sigma / sigma) * (y - xhat), graph, sigma=jump_sigma)
 
     walk = settings.integrator(sigma).walk(
         denoise, y0, steps=settings.steps, burn_in=settings.burn_in, save_every=settings.save_every,
-        generator=generator, chain_of_row=graph.batch,
+        generator=generator, chain_of_row=graph.batch, jump=None if jump_sigma == sigma else jump,
     )
     try:
         for jump in walk:
@@ -272,6 +310,10 @@ def sample_peptides(
     model_file = resolve_model(model_path)
     torch_device = _resolve_device(settings.device)
     denoiser = jamun.model.load(model_file, map_location=torch_device).eval()
+    try:
+        settings.noise_levels(denoiser)  # before any output is touched
+    except ValueError as error:
+        raise ValueError(f"{model_file}: {error}") from None
     model_sha256 = file_sha256(model_file)
     loaded = [_load_system(t) for t in targets]
 
@@ -321,7 +363,8 @@ def _sample_owned(targets: list[SampleTarget], work_dirs: list[Path], loaded: li
             ) from None
     wall = time.perf_counter() - start
 
-    integrator = settings.integrator(float(denoiser.sigma))
+    walk_sigma, jump_sigma = settings.noise_levels(denoiser)
+    integrator = settings.integrator(walk_sigma)
     n_samples = chains * settings.samples_per_chain
     results = []
     for target, work, (_, features, _) in zip(targets, work_dirs, loaded):
@@ -335,6 +378,9 @@ def _sample_owned(targets: list[SampleTarget], work_dirs: list[Path], loaded: li
             "init": "minimized system.pdb" if target.init_trajectory is None else str(target.init_trajectory),
             "n_atoms": int(len(features.heavy_atom_indices)),
             "sigma_nm": float(denoiser.sigma),
+            "sigma_range_nm": None if getattr(denoiser, "sigma_range", None) is None else list(denoiser.sigma_range),
+            "walk_sigma_nm": walk_sigma,
+            "jump_sigma_nm": jump_sigma,
             "dt": integrator.dt,
             "friction_per_step": integrator.friction_per_step,
             "gamma": integrator.gamma,

@@ -24,12 +24,12 @@ from tqdm import tqdm
 
 from jamun.data.dataset import EpochOrder, ShardSplit
 from jamun.data.shards import MANIFEST, STATS, sha256_file
-from jamun.model import Denoiser, read_checkpoint, save
+from jamun.model import Denoiser, model_config, read_checkpoint, save
 from jamun.model.checkpoint import load_weights
 from jamun.model.pretrained import file_sha256
 from jamun.training.distributed import Context, all_reduce_sum, data_parallel
 from jamun.training.loss import DenoisingLoss
-from jamun.training.noise import TRAIN_STREAM, rank_noise
+from jamun.training.noise import TRAIN_STREAM, rank_noise, rank_noise_and_sigma
 from jamun.training.report import MetricsLog, write_reports
 from jamun.training.schedule import learning_rate
 from jamun.training.selection import CheckpointSelection
@@ -43,7 +43,7 @@ def warm_start(model: Denoiser, init_model: Path) -> dict:
     """Load the weights of a saved model of the same architecture into ``model`` (the optimizer,
     schedule and step count start afresh); returns its provenance for train.json."""
     checkpoint = read_checkpoint(init_model)
-    if dict(checkpoint["model_config"]) != dict(model.config):
+    if model_config(checkpoint["model_config"]) != dict(model.config):  # older checkpoints lack sigma_range_nm
         raise ValueError(f"--init-model {init_model} is a {checkpoint['model_config']} model; train.model and "
                          f"sigma_nm ask for {dict(model.config)}")
     load_weights(model, checkpoint["state_dict"], init_model)
@@ -150,7 +150,12 @@ class Trainer:
         start = k * self.global_batch
         frames = order.batch(epoch, start, start + self.global_batch, self.ctx.rank, self.ctx.world_size)
         graph, x = frames.graph.to(self.ctx.device), frames.positions.to(self.ctx.device)
-        eta = rank_noise(self.s["seed"], TRAIN_STREAM, self.step, frames, self.ctx.device)
+        sigma = None  # the model's sigma_nm; with train.sigma_range_nm one per graph, fixed by (seed, step)
+        if self.s["sigma_range_nm"] is None:
+            eta = rank_noise(self.s["seed"], TRAIN_STREAM, self.step, frames, self.ctx.device)
+        else:
+            eta, sigma = rank_noise_and_sigma(self.s["seed"], TRAIN_STREAM, self.step, frames,
+                                              self.s["sigma_range_nm"], self.ctx.device)
         t_data = time.perf_counter() - t0
         self.objective.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -158,7 +163,7 @@ class Trainer:
                            self.s["max_steps"])  # fmt: skip
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = self.objective(x, eta, graph)
+        loss = self.objective(x, eta, graph) if sigma is None else self.objective(x, eta, graph, sigma)
         loss.backward()  # DDP averages the gradients over ranks during this call
         flags = torch.tensor([0.0, float(over_time)], dtype=torch.float64, device=loss.device)
         flags[0] = loss.detach()

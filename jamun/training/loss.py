@@ -25,7 +25,8 @@ class DenoisingLoss(torch.nn.Module):
     Parameters
     ----------
     denoiser
-        The model trained (its ``sigma`` is the noise level of the pairs).
+        The model trained (its ``sigma`` is the noise level of the pairs unless ``forward`` is given
+        one per graph).
     bond_weight
         ``train.bond_loss_weight``; 0 for the plain denoising loss (validation).
     """
@@ -34,7 +35,10 @@ class DenoisingLoss(torch.nn.Module):
         super().__init__()
         self.denoiser, self.bond_weight = denoiser, bond_weight
 
-    def forward(self, x: torch.Tensor, eta: torch.Tensor, graph: GraphBatch) -> torch.Tensor:
-        """Scalar loss in units of c_out^2 for clean frames x (N, 3) nm and standard noise eta (N, 3)."""
-        x, y = corrupt(x, eta, self.denoiser.sigma, graph)
-        return self.denoiser.loss(x, y, graph, bond_weight=self.bond_weight)
+    def forward(self, x: torch.Tensor, eta: torch.Tensor, graph: GraphBatch, sigma: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Scalar loss in units of c_out^2 for clean frames x (N, 3) nm and standard noise eta (N, 3),
+        at the model's sigma, or at one sigma per graph (num_graphs,) nm (``train.sigma_range_nm``;
+        each graph's error then weighted by 1/c_out(sigma_g)^2, :meth:`Denoiser.loss`)."""
+        x, y = corrupt(x, eta, self.denoiser.sigma if sigma is None else sigma, graph)
+        return self.denoiser.loss(x, y, graph, bond_weight=self.bond_weight, sigma=sigma)

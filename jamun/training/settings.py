@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from jamun.model.precondition import check_sigma_range
 from jamun.schema import section_settings
 
 __all__ = ["train_settings"]
@@ -23,6 +24,7 @@ def train_settings(train_cfg: Mapping | None, source: str = "config") -> dict:
     if s["lr_warmup_steps"] >= s["max_steps"]:
         raise ValueError(f"{source}: train.lr_warmup_steps = {s['lr_warmup_steps']} must be less than "
                          f"train.max_steps = {s['max_steps']}")
+    check_sigma_range(s["sigma_nm"], s["sigma_range_nm"], source)
     check = s["sample_check"]
     if check["burn_in"] >= check["steps"]:
         raise ValueError(f"{source}: train.sample_check.burn_in = {check['burn_in']} must be less than "
