@@ -49,6 +49,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "uvu": ({}, {"tensor_product": "uvu"}),
     "uvu_64x0e_16x1e": ({}, {"tensor_product": "uvu", "hidden_irreps": "64x0e + 16x1e"}),
     "energy_uvu": ({}, {"output": "energy", "tensor_product": "uvu"}),
+    "sigma_range_0.01_0.04": ({"sigma_range_nm": [0.01, 0.04]}, {}),
     "baseline": ({}, {"endpoint_features": 0}),
     "endpoint_8": ({}, {"endpoint_features": 8}),
     "radial_16": ({}, {"endpoint_features": 8, "num_radial": 16}),
@@ -74,6 +75,13 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "bond_3_sigma_0.01_ema_0.999": ({"bond_loss_weight": 3.0, "sigma_nm": 0.01, "ema_decay": 0.999},
                                     {"endpoint_features": 8}),
 }
+# The walks of the held-out check per variant (``sample:`` keys over the config's), default one:
+# the config's. A model trained over a range of sigma is also walked at a smoother level with its
+# jumps taken at the training sigma_nm (docs/design.md section 6, two levels).
+HELD_OUT_WALKS: dict[str, dict[str, dict]] = {
+    "sigma_range_0.01_0.04": {"one level": {}, "walk 0.02, jump 0.01": {"sigma_nm": 0.02, "jump_sigma_nm": 0.01},
+                              "walk 0.03, jump 0.01": {"sigma_nm": 0.03, "jump_sigma_nm": 0.01}},
+}
 # A decaying schedule must end when the time does: its max_steps is this many steps per wall minute
 # (measured: two 1-thread runs at once on the 2-core machine made ~210 steps/min at batch 32 on
 # 2026-12-02 and 420-470 on the machine of 2026-12-03; pass --steps-per-minute for yours).
@@ -91,19 +99,20 @@ def variant_config(base: dict, name: str, minutes: float, steps_per_minute: floa
     return cfg
 
 
-def held_out_quality(model_path: Path, config: dict, held_out: list[str]) -> dict:
-    """The kept model on the held-out peptides: the demo sampler's jumps scored against each
-    peptide's reference MD, and the drift JSD from its MD frames; means over the peptides."""
+def held_out_quality(model_path: Path, config: dict, held_out: list[str], walk: dict) -> dict:
+    """The kept model on the held-out peptides: the demo sampler (with ``walk``'s keys) jumps
+    scored against each peptide's reference MD, and the drift JSD from its MD frames; means over
+    the peptides."""
     model = checkpoint.load(model_path)
     peptides = [load_validation_peptide(ROOT / "results" / "md" / p) for p in held_out]
     check = config["train"]["sample_check"]
     scoring = {"bond_tolerance_nm": check.get("bond_tolerance_nm", 0.02), "bins": config["evaluate"]["bins_rama"]}
-    sampler = {**config.get("sample", {}), "device": "cpu"}
+    sampler = {**config.get("sample", {}), **walk, "device": "cpu"}
     started = time.perf_counter()
     sampled = sample_quality(model, peptides, sampler, **scoring, start="built")
     seconds = time.perf_counter() - started
     per_sample = seconds / (len(peptides) * sampled_jumps(sampler))
-    drift_walk = {"chains": sampler.get("chains", 32), "steps": check["steps"], "burn_in": check["burn_in"]}
+    drift_walk = {**walk, "chains": sampler.get("chains", 32), "steps": check["steps"], "burn_in": check["burn_in"]}
     drift = sample_quality(model, peptides, drift_walk, **scoring, start="md")
     row = {f"{p}_{column}": sampled[p][column] for p in held_out for column in ("valid", "jsd_rama")}
     row.update({f"{p}_drift_jsd": drift[p]["jsd_rama"] for p in held_out})
@@ -121,9 +130,10 @@ def sampled_jumps(sample_cfg: dict) -> int:
 
 def run_variant(name: str, config: dict, validation_md: list[Path], minutes: float, threads: int,
                 keep: Path | None, steps_per_minute: float = STEPS_PER_MINUTE, seed: int = 0,
-                held_out: list[str] = ()) -> dict:
+                held_out: list[str] = ()) -> list[dict]:
     """Train one variant (in ``keep``/name, else a temporary folder); its selected sample check,
-    final losses and, with ``held_out`` peptides, :func:`held_out_quality`."""
+    final losses and, with ``held_out`` peptides, :func:`held_out_quality` of each of its
+    :data:`HELD_OUT_WALKS` (a row each)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = keep / f"{name}_seed{seed}" if keep else Path(tmp)
         cfg = variant_config(config["train"], name, minutes, steps_per_minute)
@@ -132,18 +142,20 @@ def run_variant(name: str, config: dict, validation_md: list[Path], minutes: flo
         summary = train(shards / "train", out, cfg, threads=threads, val_shards=shards / "val",
                         validation_md=validation_md)
         torch.set_num_threads(threads)
-        held = held_out_quality(out / "model.ckpt", config, list(held_out)) if held_out else {}
+        walks = HELD_OUT_WALKS.get(name, {"one level": {}})
+        held = {label: held_out_quality(out / "model.ckpt", config, list(held_out), walk) if held_out else {}
+                for label, walk in walks.items()}  # fmt: skip
     check = summary.get("selected_sample_check") or {}
     mean = check.get("mean", check)
-    return {
-        "variant": name, "seed": seed, "parameters": summary["n_parameters"], "steps": summary["steps"],
+    return [{
+        "variant": name, "walk": label, "seed": seed, "parameters": summary["n_parameters"], "steps": summary["steps"],
         "graphs_per_s": summary["steps"] * summary["global_batch_size"] / summary["wall_seconds"],
         "selected_step": summary.get("selected_step"), "valid": mean.get("valid"),
         "l_chirality_ok": mean.get("l_chirality_ok"), "left_molecule": mean.get("left_molecule"),
         "jsd_rama": mean.get("jsd_rama"), "sample_error": mean.get("sample_error"),
         "final_val_loss": summary["final_val_loss"], "final_scaled_rmsd": summary["final_scaled_rmsd"],
-        **held,
-    }  # fmt: skip
+        **quality,
+    } for label, quality in held.items()]  # fmt: skip
 
 
 def main() -> None:
@@ -171,11 +183,12 @@ def main() -> None:
     roles = PeptideRoles.from_config(config["peptides"])
     validation_md = [ROOT / "results" / "md" / p for p in roles.val]
     for name in args.variants:
-        row = run_variant(name, config, validation_md, args.minutes, args.threads, args.keep,
-                          args.steps_per_minute, args.seed, args.held_out)
-        print("\t".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        rows = run_variant(name, config, validation_md, args.minutes, args.threads, args.keep,
+                           args.steps_per_minute, args.seed, args.held_out)
+        for row in rows:
+            print("\t".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame([row]).to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
+        pd.DataFrame(rows).to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
 
 
 if __name__ == "__main__":

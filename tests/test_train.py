@@ -138,8 +138,16 @@ def test_checkpoint_from_other_settings_is_ignored(tmp_path, shards):
         torch.testing.assert_close(state_dict(tmp_path / "run" / "model.ckpt")[name], value, rtol=0, atol=0)
 
 
-def test_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, shards, validation_md):
-    cfg = {**TINY, "max_steps": 3, "val_every": 3, "checkpoint_every": 10, "ema_decay": 0.5, "grad_clip": 0.5}
+# The default model, and the issue-18 options together: energy output (double backward under DDP),
+# channel-wise tensor product and noise levels drawn per graph (each rank takes its graphs' sigma).
+ISSUE_18_OPTIONS = {"model": {**TINY["model"], "output": "energy", "tensor_product": "uvu"},
+                    "sigma_range_nm": [0.02, 0.08]}
+
+
+@pytest.mark.parametrize("options", [{}, ISSUE_18_OPTIONS], ids=["default", "energy-uvu-sigma-range"])
+def test_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, shards, validation_md, options):
+    cfg = {**TINY, "max_steps": 3, "val_every": 3, "checkpoint_every": 10, "ema_decay": 0.5, "grad_clip": 0.5,
+           **options}
     one = train_on(shards, tmp_path / "one", {**cfg, "batch_size": 4})
     # Rank 0 alone walks the final sample check (step 3, so the kept state is the last one) while
     # rank 1 finishes.
