@@ -43,7 +43,45 @@ class GroupedEdges:
         return cls(edge_index[:, order], is_bond[order], source * num_slots + slot, num_slots)
 
 
-class TensorProductConvolution(torch.nn.Module):
+class EdgeConvolution(torch.nn.Module):
+    """What the convolutions of :class:`~jamun.model.layers.InteractionBlock` share: multiplicities
+    in and out, and ``forward(h, direction, edge_features, edges)`` giving (E, s + 3v) messages laid
+    out as ``sx0e + vx1e`` from node features h (N, a + 3b), ``direction`` (E, 3) = sqrt(3) times the
+    unit vector of r_j - r_i (the l = 1 harmonics) and invariant ``edge_features`` (E, f).
+
+    Parameters
+    ----------
+    num_scalars_in, num_vectors_in
+        Input multiplicities a (0e) and b (1e, may be 0); features are laid out as e3nn's ``ax0e + bx1e``.
+    num_scalars_out, num_vectors_out
+        Output multiplicities s (0e, gates included) and v (1e).
+    num_edge_features
+        Width f of the invariant edge features.
+    radial_hidden
+        Width k of the edge MLP's hidden layers.
+    """
+
+    product = ""  # the tensor product's name, for extra_repr
+
+    def __init__(
+        self,
+        num_scalars_in: int,
+        num_vectors_in: int,
+        num_scalars_out: int,
+        num_vectors_out: int,
+        num_edge_features: int,
+        radial_hidden: int,
+    ) -> None:
+        super().__init__()
+        self.dims = (num_scalars_in, num_vectors_in, num_scalars_out, num_vectors_out, radial_hidden)
+        self.num_edge_features = num_edge_features
+
+    def extra_repr(self) -> str:
+        a, b, s, v, k = self.dims
+        return f"{a}x0e + {b}x1e -> {s}x0e + {v}x1e, {self.product}, radial_hidden={k}"
+
+
+class TensorProductConvolution(EdgeConvolution):
     """Per-edge messages m_ij = TP(h_j, Y(r_ij); W_ij) with weights from an MLP of edge features.
 
     TP is the fully connected ("uvw") tensor product of h_j with the spherical harmonics
@@ -58,33 +96,15 @@ class TensorProductConvolution(torch.nn.Module):
     the sum over input channels u runs once per source atom instead of once per edge, and the
     per-edge weights are never materialised (6x faster than e3nn's version on CPU at paper size). Edges
     must be grouped by source atom (:class:`GroupedEdges`); the per-edge part is then one batched
-    matmul of each atom's padded edge block with its node tensor.
-
-    Parameters
-    ----------
-    num_scalars_in, num_vectors_in
-        Input multiplicities a (0e) and b (1e); features are laid out as e3nn's ``ax0e + bx1e``.
-    num_scalars_out, num_vectors_out
-        Output multiplicities s (0e, gates included) and v (1e).
-    num_edge_features
-        Width f of the invariant edge features.
-    radial_hidden
-        Width k of the MLP's hidden layers.
+    matmul of each atom's padded edge block with its node tensor. Parameters: as :class:`EdgeConvolution`.
     """
 
-    def __init__(
-        self,
-        num_scalars_in: int,
-        num_vectors_in: int,
-        num_scalars_out: int,
-        num_vectors_out: int,
-        num_edge_features: int,
-        radial_hidden: int,
-    ) -> None:
-        super().__init__()
-        a, b, s, v, k = num_scalars_in, num_vectors_in, num_scalars_out, num_vectors_out, radial_hidden
-        self.dims = (a, b, s, v, k)
-        self.edge_mlp = e3nn_nn.FullyConnectedNet([num_edge_features, k, k], torch.nn.functional.silu, out_act=True)
+    product = "fully connected (uvw)"
+
+    def __init__(self, *dims: int) -> None:
+        super().__init__(*dims)
+        a, b, s, v, k = self.dims
+        self.edge_mlp = e3nn_nn.FullyConnectedNet([self.num_edge_features, k, k], torch.nn.functional.silu, out_act=True)
         # M of the scalar-input paths, columns [0e out (s) | 1e out (v)].
         self.weight_from_scalars = torch.nn.Parameter(torch.randn(a, k, s + v))
         # M of the vector-input paths, columns [1e x 0e -> 1e (v) | dot -> 0e (s) | cross -> 1e (v)].
@@ -96,23 +116,7 @@ class TensorProductConvolution(torch.nn.Module):
     def forward(
         self, h: torch.Tensor, direction: torch.Tensor, edge_features: torch.Tensor, edges: GroupedEdges
     ) -> torch.Tensor:
-        """Messages along edges.
-
-        Parameters
-        ----------
-        h
-            (N, a + 3b) node features.
-        direction
-            (E, 3) sqrt(3) * unit vector of r_j - r_i (the l = 1 harmonics).
-        edge_features
-            (E, f) invariant edge features.
-        edges
-            The edges, grouped by source atom.
-
-        Returns
-        -------
-        (E, s + 3v) messages laid out as ``sx0e + vx1e``.
-        """
+        """(E, s + 3v) messages along ``edges`` (grouped by source atom); see :class:`EdgeConvolution`."""
         a, b, s, v, k = self.dims
         n, e, slots = h.shape[0], edges.padded_row.shape[0], edges.num_slots
 
@@ -144,12 +148,8 @@ class TensorProductConvolution(torch.nn.Module):
             [scalar_messages * self.scalar_norm, (vector_messages * self.vector_norm).reshape(e, 3 * v)], dim=1
         )
 
-    def extra_repr(self) -> str:
-        a, b, s, v, k = self.dims
-        return f"{a}x0e + {b}x1e -> {s}x0e + {v}x1e, radial_hidden={k}"
 
-
-class ChannelwiseConvolution(torch.nn.Module):
+class ChannelwiseConvolution(EdgeConvolution):
     """Channel-wise ("uvu") tensor-product messages; same interface as :class:`TensorProductConvolution`.
 
     m_ij = L(TP_uvu(h_j, Y(r_ij); W_ij)): each input channel u of h_j is multiplied with the
@@ -182,33 +182,16 @@ class ChannelwiseConvolution(torch.nn.Module):
     are e3nn's component-normalised Clebsch-Gordan factors; each path has its own output, so
     there is no further fan-in to divide by), and L divides by the square root of its fan-in,
     a + b for scalars and a + 2b for vectors, so the messages have unit variance too.
-
-    Parameters
-    ----------
-    num_scalars_in, num_vectors_in
-        Input multiplicities a (0e) and b (1e, may be 0); features are laid out as e3nn's ``ax0e + bx1e``.
-    num_scalars_out, num_vectors_out
-        Output multiplicities s (0e, gates included) and v (1e).
-    num_edge_features
-        Width f of the invariant edge features.
-    radial_hidden
-        Width k of the MLP's hidden layers.
+    Parameters: as :class:`EdgeConvolution`.
     """
 
-    def __init__(
-        self,
-        num_scalars_in: int,
-        num_vectors_in: int,
-        num_scalars_out: int,
-        num_vectors_out: int,
-        num_edge_features: int,
-        radial_hidden: int,
-    ) -> None:
-        super().__init__()
-        a, b, s, v, k = num_scalars_in, num_vectors_in, num_scalars_out, num_vectors_out, radial_hidden
-        self.dims = (a, b, s, v, k)
+    product = "channel-wise (uvu)"
+
+    def __init__(self, *dims: int) -> None:
+        super().__init__(*dims)
+        a, b, s, v, k = self.dims
         # Per-edge weights, columns [0e x 0e (a) | 0e x 1e (a) | 1e x 0e (b) | dot (b) | cross (b)].
-        self.edge_mlp = e3nn_nn.FullyConnectedNet([num_edge_features, k, k, 2 * a + 3 * b], torch.nn.functional.silu)
+        self.edge_mlp = e3nn_nn.FullyConnectedNet([self.num_edge_features, k, k, 2 * a + 3 * b], torch.nn.functional.silu)
         # L: rows [0e x 0e (a) | dot (b)] -> s scalars, rows [0e x 1e (a) | 1e x 0e (b) | cross (b)] -> v vectors.
         self.linear_scalars = torch.nn.Parameter(torch.randn(a + b, s))
         self.linear_vectors = torch.nn.Parameter(torch.randn(a + 2 * b, v))
@@ -218,23 +201,7 @@ class ChannelwiseConvolution(torch.nn.Module):
     def forward(
         self, h: torch.Tensor, direction: torch.Tensor, edge_features: torch.Tensor, edges: GroupedEdges
     ) -> torch.Tensor:
-        """Messages along edges.
-
-        Parameters
-        ----------
-        h
-            (N, a + 3b) node features.
-        direction
-            (E, 3) sqrt(3) * unit vector of r_j - r_i (the l = 1 harmonics).
-        edge_features
-            (E, f) invariant edge features.
-        edges
-            The edges (any order; grouping by source is not needed here).
-
-        Returns
-        -------
-        (E, s + 3v) messages laid out as ``sx0e + vx1e``.
-        """
+        """(E, s + 3v) messages along ``edges`` (any order); see :class:`EdgeConvolution`."""
         a, b, s, v, k = self.dims
         e = edges.index.shape[1]
         weights = self.edge_mlp(edge_features)  # [E, 2a + 3b]
@@ -254,7 +221,3 @@ class ChannelwiseConvolution(torch.nn.Module):
         scalar_messages = torch.cat(scalars, dim=1) @ (self.linear_scalars * self.scalar_norm)  # [E, s]
         vector_messages = torch.cat(vectors, dim=2) @ (self.linear_vectors * self.vector_norm)  # [E, 3, v]
         return torch.cat([scalar_messages, vector_messages.transpose(1, 2).reshape(e, 3 * v)], dim=1)
-
-    def extra_repr(self) -> str:
-        a, b, s, v, k = self.dims
-        return f"{a}x0e + {b}x1e -> {s}x0e + {v}x1e, channel-wise, radial_hidden={k}"
