@@ -76,7 +76,7 @@ def test_energy_xhat_is_rotation_and_translation_equivariant_and_sees_mirrors(pe
     mirrored = denoiser.network_output(y @ mirror, graph)
     # Chirality reaches the energy only through a cross then a dot product (two layers deep):
     # small at initialisation (0.6 %) but far above float error.
-    assert float((mirrored - output @ mirror).norm() / output.norm()) > 1e-3
+    assert float(((mirrored - output @ mirror).norm() / output.norm()).detach()) > 1e-3
 
 
 def test_energy_output_trains_through_the_gradient(peptide: tuple) -> None:
