@@ -70,8 +70,8 @@ class SampleSettings:
     score_clip_sigmas: float | None
     seed: int
     device: str
-    sigma_nm: float | None = None
-    jump_sigma_nm: float | None = None
+    sigma_nm: float | None
+    jump_sigma_nm: float | None
 
     def __post_init__(self) -> None:
         if self.samples_per_chain < 1:
@@ -193,13 +193,13 @@ def walk_jump_peptides(
             return denoiser.xhat(y, graph)
         return denoiser.xhat(y, graph, sigma=sigma)
 
-    def jump(y: Tensor, xhat: Tensor) -> Tensor:
+    def sharper_jump(y: Tensor, xhat: Tensor) -> Tensor:
         """The DDIM step from sigma to jump_sigma, then xhat there."""
         return denoiser.xhat(xhat + (jump_sigma / sigma) * (y - xhat), graph, sigma=jump_sigma)
 
     walk = settings.integrator(sigma).walk(
         denoise, y0, steps=settings.steps, burn_in=settings.burn_in, save_every=settings.save_every,
-        generator=generator, chain_of_row=graph.batch, jump=None if jump_sigma == sigma else jump,
+        generator=generator, chain_of_row=graph.batch, jump=None if jump_sigma == sigma else sharper_jump,
     )
     try:
         for jump in walk:
@@ -378,7 +378,7 @@ def _sample_owned(targets: list[SampleTarget], work_dirs: list[Path], loaded: li
             "init": "minimized system.pdb" if target.init_trajectory is None else str(target.init_trajectory),
             "n_atoms": int(len(features.heavy_atom_indices)),
             "sigma_nm": float(denoiser.sigma),
-            "sigma_range_nm": None if getattr(denoiser, "sigma_range", None) is None else list(denoiser.sigma_range),
+            "sigma_range_nm": None if denoiser.sigma_range is None else list(denoiser.sigma_range),
             "walk_sigma_nm": walk_sigma,
             "jump_sigma_nm": jump_sigma,
             "dt": integrator.dt,
