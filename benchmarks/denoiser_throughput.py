@@ -7,6 +7,7 @@ jamun.peptides (heavy atoms only), each graph with fresh noise sigma = 0.04 nm.
     python benchmarks/denoiser_throughput.py                       # full grid, eager
     python benchmarks/denoiser_throughput.py --compile             # also torch.compile (~90 s)
     python benchmarks/denoiser_throughput.py --sizes demo --batch-sizes 1 32 256 --peptides AA
+    python benchmarks/denoiser_throughput.py --sizes demo --tensor-product uvu   # channel-wise product
 
 Prints one tab-separated row per case (and writes them to --out if given).
 """
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4, 16, 64, 256])
     parser.add_argument("--modes", nargs="+", default=["forward", "backward"], choices=["forward", "backward"])
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd networks (slow to compile)")
+    parser.add_argument("--tensor-product", default="uvw", choices=["uvw", "uvu"], help="model.tensor_product")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--min-seconds", type=float, default=2.0, help="time each case at least this long")
     parser.add_argument("--max-calls", type=int, default=20)
@@ -83,12 +85,12 @@ def main(argv: list[str] | None = None) -> None:
         structures = {sequence: peptide_structure(sequence, Path(folder)) for sequence in args.peptides}
     header = "size\tparameters\tpeptide\tatoms\tcompiled\tmode\tbatch\tgraphs_per_s\tms_per_graph"
     rows = [header]
-    print(f"# torch {torch.__version__}, {args.threads} threads", file=sys.stderr)
+    print(f"# torch {torch.__version__}, {args.threads} threads, tensor product {args.tensor_product}", file=sys.stderr)
     print(header, flush=True)
     for size in args.sizes:
         for compiled in [False, True] if args.compile else [False]:
             torch.manual_seed(0)
-            denoiser = Denoiser({"sigma_nm": SIGMA, **SIZES[size]}, C)
+            denoiser = Denoiser({"sigma_nm": SIGMA, **SIZES[size], "tensor_product": args.tensor_product}, C)
             if compiled:
                 denoiser.network.compile(dynamic=True)
             for sequence, (features, positions) in structures.items():

@@ -45,9 +45,12 @@ class GroupedEdges:
 
 class EdgeConvolution(torch.nn.Module):
     """What the convolutions of :class:`~jamun.model.layers.InteractionBlock` share: multiplicities
-    in and out, and ``forward(h, direction, edge_features, edges)`` giving (E, s + 3v) messages laid
-    out as ``sx0e + vx1e`` from node features h (N, a + 3b), ``direction`` (E, 3) = sqrt(3) times the
-    unit vector of r_j - r_i (the l = 1 harmonics) and invariant ``edge_features`` (E, f).
+    in and out, ``forward(h, direction, edge_features, edges)`` giving per-edge messages (E, d) from
+    node features h (N, a + 3b), ``direction`` (E, 3) = sqrt(3) times the unit vector of r_j - r_i
+    (the l = 1 harmonics) and invariant ``edge_features`` (E, f), and ``mix``, a linear map of the
+    aggregated messages (N, d) to (N, s + 3v) laid out as ``sx0e + vx1e``. Because ``mix`` is
+    linear it commutes with the weighted mean over neighbours, so a product whose last step is a
+    linear map runs it once per atom instead of once per edge.
 
     Parameters
     ----------
@@ -79,6 +82,10 @@ class EdgeConvolution(torch.nn.Module):
     def extra_repr(self) -> str:
         a, b, s, v, k = self.dims
         return f"{a}x0e + {b}x1e -> {s}x0e + {v}x1e, {self.product}, radial_hidden={k}"
+
+    def mix(self, aggregated: torch.Tensor) -> torch.Tensor:
+        """(N, d) aggregated messages -> (N, s + 3v); the identity where ``forward`` already gives those."""
+        return aggregated
 
 
 class TensorProductConvolution(EdgeConvolution):
@@ -116,7 +123,8 @@ class TensorProductConvolution(EdgeConvolution):
     def forward(
         self, h: torch.Tensor, direction: torch.Tensor, edge_features: torch.Tensor, edges: GroupedEdges
     ) -> torch.Tensor:
-        """(E, s + 3v) messages along ``edges`` (grouped by source atom); see :class:`EdgeConvolution`."""
+        """(E, s + 3v) messages along ``edges`` (grouped by source atom), ``mix`` is the identity; see
+        :class:`EdgeConvolution`."""
         a, b, s, v, k = self.dims
         n, e, slots = h.shape[0], edges.padded_row.shape[0], edges.num_slots
 
@@ -170,7 +178,8 @@ class ChannelwiseConvolution(EdgeConvolution):
     so the per-edge weights W_ij = MLP(e_ij) number 2a + 3b, from
     ``FullyConnectedNet([f, k, k, 2a + 3b])``, and the per-edge work is elementwise. The resulting
     (a + b) x 0e + (a + 2b) x 1e are then mixed by an equivariant linear map L (one matrix on the
-    scalars, one on the vectors, shared by the three components) into s x 0e + v x 1e. This is the
+    scalars, one on the vectors, shared by the three components) into s x 0e + v x 1e; L is
+    :meth:`mix`, run once per atom on the weighted mean of the path outputs. This is the
     convolution of NequIP / MACE (e3nn's ``TensorProduct`` with "uvu" instructions,
     ``shared_weights=False``, then ``o3.Linear``) and has k (2a + 3b) + (a + b) s + (a + 2b) v
     weights besides the MLP's hidden layers, instead of the k (a (s + v) + b (s + 2v)) of the
@@ -201,7 +210,8 @@ class ChannelwiseConvolution(EdgeConvolution):
     def forward(
         self, h: torch.Tensor, direction: torch.Tensor, edge_features: torch.Tensor, edges: GroupedEdges
     ) -> torch.Tensor:
-        """(E, s + 3v) messages along ``edges`` (any order); see :class:`EdgeConvolution`."""
+        """(E, (a + b) + 3 (a + 2b)) path outputs along ``edges`` (any order), before L: scalars, then
+        the vectors component-first; :meth:`mix` applies L to their weighted mean at each atom."""
         a, b, s, v, k = self.dims
         e = edges.index.shape[1]
         weights = self.edge_mlp(edge_features)  # [E, 2a + 3b]
@@ -218,6 +228,13 @@ class ChannelwiseConvolution(EdgeConvolution):
             vectors.append(u * w_kept[:, None, :])  # 1e x 0e -> 1e
             cross = torch.linalg.cross(u, y.to(u.dtype).expand_as(u), dim=1)  # 1e x 1e -> 1e
             vectors.append(cross * (w_cross / math.sqrt(2))[:, None, :])
-        scalar_messages = torch.cat(scalars, dim=1) @ (self.linear_scalars * self.scalar_norm)  # [E, s]
-        vector_messages = torch.cat(vectors, dim=2) @ (self.linear_vectors * self.vector_norm)  # [E, 3, v]
-        return torch.cat([scalar_messages, vector_messages.transpose(1, 2).reshape(e, 3 * v)], dim=1)
+        return torch.cat([torch.cat(scalars, dim=1), torch.cat(vectors, dim=2).reshape(e, -1)], dim=1)
+
+    def mix(self, aggregated: torch.Tensor) -> torch.Tensor:
+        """L: (N, (a + b) + 3 (a + 2b)) aggregated path outputs -> (N, s + 3v) as ``sx0e + vx1e``."""
+        a, b, s, v, k = self.dims
+        n = aggregated.shape[0]
+        scalars, vectors = aggregated.split([a + b, 3 * (a + 2 * b)], dim=1)
+        scalar_messages = scalars @ (self.linear_scalars * self.scalar_norm)  # [N, s]
+        vector_messages = vectors.view(n, 3, a + 2 * b) @ (self.linear_vectors * self.vector_norm)  # [N, 3, v]
+        return torch.cat([scalar_messages, vector_messages.transpose(1, 2).reshape(n, 3 * v)], dim=1)

@@ -26,9 +26,10 @@ def channel_index(irreps: o3.Irreps) -> torch.Tensor:
 class InteractionBlock(torch.nn.Module):
     """Tensor-product convolution, gate, noise-conditional scaling and gated skip.
 
-    ``h_i <- skip(h_i) + g * s(c_noise) * Gate(sum_j w_ij m_ij / max(sum_j w_ij, 1))``
+    ``h_i <- skip(h_i) + g * s(c_noise) * Gate(L(sum_j w_ij m_ij / max(sum_j w_ij, 1)))``
 
-    with m_ij the :class:`TensorProductConvolution` messages, w_ij the cutoff envelope (1 for
+    with m_ij the convolution's messages and L its linear ``mix`` (the identity for the fully
+    connected product, the channel mixing of the channel-wise one), w_ij the cutoff envelope (1 for
     bonds), which makes the mean over neighbours smooth in the coordinates, s a per-channel scale
     from the noise embedding and g a learned per-channel gate of the residual update. s and g are
     scalars per irrep copy, so equivariance is kept.
@@ -124,9 +125,9 @@ class InteractionBlock(torch.nn.Module):
             w = self.endpoint_features
             edge_features = torch.cat([edge_features, ends[source, :w], ends[target, w:]], dim=1)
         messages = self.convolution(h, direction, edge_features, edges)
-        messages = messages * edge_weight[:, None]  # [E, s + v + 3v]
+        messages = messages * edge_weight[:, None]  # [E, d]
         aggregated = messages.new_zeros(h.shape[0], messages.shape[1]).index_add_(0, target, messages)
-        update = self.gate(aggregated * inverse_weight_sum[:, None])  # [N, irreps_out.dim]
+        update = self.gate(self.convolution.mix(aggregated * inverse_weight_sum[:, None]))  # [N, irreps_out.dim]
         scale = self.noise_scale(noise_features) * torch.sigmoid(self.skip_gate)  # [..., channels]
         return self.skip(h) + update * scale[..., self.channel]
 
