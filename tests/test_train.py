@@ -409,23 +409,27 @@ def test_equal_rank_slices_average_to_the_global_batch_loss_and_gradient(shards)
         torch.testing.assert_close((g0 + g1) / 2, g, rtol=1e-5, atol=1e-7)
 
 
-def test_ema_starts_at_the_initial_weights_and_moves_by_one_minus_decay():
-    """The EMA (torch.optim.swa_utils) after steps with weights w1, w2 from w0 is
-    0.81 w0 + 0.09 w1 + 0.1 w2 at decay 0.9, and its state_dict has the model's keys (model.ckpt)."""
+def test_ema_starts_at_the_initial_weights_and_warms_its_decay_up():
+    """The EMA (torch.optim.swa_utils) starts at the initial weights w0 and after step t lerps
+    towards w_t by 1 - min(decay, (1 + t) / (10 + t)): at decay 0.5 the decays of steps 1..9 are
+    2/11, 3/12, ..., 9/18 = 0.5, 0.5; its state_dict has the model's keys (model.ckpt)."""
     torch.manual_seed(0)
     model = jamun.model.Denoiser(TINY, 0.1)
-    weights = [{k: v.clone() for k, v in model.named_parameters()}]
-    ema = exponential_average(model, 0.9)
-    for _ in range(2):
+    expected = {k: v.clone() for k, v in model.named_parameters()}
+    ema = exponential_average(model, 0.5)
+    decays = [2 / 11, 3 / 12, 4 / 13, 5 / 14, 6 / 15, 7 / 16, 8 / 17, 0.5, 0.5]
+    for decay in decays:
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
-        weights.append({k: v.clone() for k, v in model.named_parameters()})
+        for name, w in model.named_parameters():
+            expected[name] = decay * expected[name] + (1 - decay) * w.detach()
         ema.update_parameters(model)
     averaged = dict(ema.module.named_parameters())
-    for name, w0 in weights[0].items():
-        expected = 0.81 * w0 + 0.09 * weights[1][name] + 0.1 * weights[2][name]
-        torch.testing.assert_close(averaged[name], expected, rtol=1e-5, atol=1e-6)
+    for name, w in expected.items():
+        torch.testing.assert_close(averaged[name], w, rtol=1e-5, atol=1e-6)
+        assert w.numel() == 0 or not torch.allclose(averaged[name], dict(model.named_parameters())[name])
+    assert int(ema.n_averaged) == len(decays) + 1
     assert list(ema.module.state_dict()) == list(model.state_dict())
 
 

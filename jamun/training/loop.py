@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from jamun.data.dataset import EpochOrder, ShardSplit
@@ -54,10 +54,22 @@ def warm_start(model: Denoiser, init_model: Path) -> dict:
 
 
 def exponential_average(model: Denoiser, decay: float) -> AveragedModel:
-    """EMA of ``model``'s parameters (``torch.optim.swa_utils``), starting at its current weights:
-    after each optimizer step ``update_parameters`` lerps every average towards the parameter by
-    1 - decay. Its ``module`` is a :class:`Denoiser` whose state_dict has the model's keys."""
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    """EMA of ``model``'s parameters (``torch.optim.swa_utils``), starting at its current weights.
+
+    After optimizer step t (1, 2, ...) ``update_parameters`` lerps every average towards the
+    parameter by 1 - d_t with the warmed-up decay d_t = min(decay, (1 + t) / (10 + t)) (the
+    ``num_updates`` rule of TensorFlow's ExponentialMovingAverage), so early averages follow the
+    training instead of holding on to the random initial weights for ~1 / (1 - decay) steps.
+    Its ``module`` is a :class:`Denoiser` whose state_dict has the model's keys; its ``n_averaged``
+    is t + 1 after step t (the initial copy counts)."""
+
+    def lerp_towards(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        t = int(n_averaged)
+        weight = 1.0 - min(decay, (1 + t) / (10 + t))
+        for average, parameter in zip(averaged, current):
+            average.lerp_(parameter, weight)
+
+    ema = AveragedModel(model, multi_avg_fn=lerp_towards)
     ema.update_parameters(model)  # the first update copies: the average starts at the initial weights
     return ema
 
@@ -122,6 +134,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             self.ema.module.load_state_dict(state["ema"])
+            self.ema.n_averaged.fill_(state["step"] + 1)  # the warm-up of the decay goes on from there
         set_rng_state(state["rng"])
         self.metrics.load_state_dict(state)
         self.selection.load_state_dict(state)
