@@ -49,7 +49,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "uvu": ({}, {"tensor_product": "uvu"}),
     "uvu_64x0e_16x1e": ({}, {"tensor_product": "uvu", "hidden_irreps": "64x0e + 16x1e"}),
     "energy_uvu": ({}, {"output": "energy", "tensor_product": "uvu"}),
-    "uvu_ema_0.999": ({"ema_decay": 0.999}, {"tensor_product": "uvu"}),
     "sigma_range_0.01_0.04": ({"sigma_range_nm": [0.01, 0.04]}, {}),
     "baseline": ({}, {"endpoint_features": 0}),
     "endpoint_8": ({}, {"endpoint_features": 8}),
